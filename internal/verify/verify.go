@@ -1,0 +1,232 @@
+// Package verify is the independent exactly-once verifier used by the
+// example ETL and the tests. It knows nothing of the pipeline: it reads the
+// input and output topics with read_committed consumers from the start to the
+// end and checks that every input record's effect is in the outputs exactly
+// once, in order per partition.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Source names an input record.
+type Source struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+func (s Source) String() string { return fmt.Sprintf("%s[%d]@%d", s.Topic, s.Partition, s.Offset) }
+
+// Report is what the verifier found.
+type Report struct {
+	In              int            // input records
+	Out             map[string]int // output records per output topic
+	Duplicates      int            // output records whose source was already seen
+	Missing         int            // input records with no output
+	Unknown         int            // output records whose source is not an input record
+	OrderViolations int            // per output partition and source partition, source offsets not increasing
+	Problems        []string       // the first few problems, for humans
+}
+
+// OK reports whether the outputs are exact.
+func (r Report) OK() bool {
+	return r.Duplicates == 0 && r.Missing == 0 && r.Unknown == 0 && r.OrderViolations == 0
+}
+
+// TotalOut is the number of output records over all output topics.
+func (r Report) TotalOut() int {
+	n := 0
+	for _, v := range r.Out {
+		n += v
+	}
+	return n
+}
+
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "in=%d out=%v duplicates=%d missing=%d unknown=%d order_violations=%d",
+		r.In, r.Out, r.Duplicates, r.Missing, r.Unknown, r.OrderViolations)
+	for _, p := range r.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// Options configures Check.
+type Options struct {
+	ClientOpts []kgo.Opt // connection options: kgo.SeedBrokers, TLS, SASL
+	Input      string    // the input topic
+	Outputs    []string  // the output topics (outputs and dead letters)
+	// SourceOf tells which input record an output record came from.
+	SourceOf func(*kgo.Record) (Source, error)
+	// Timeout bounds reading each topic to its end; a partition whose
+	// end cannot be reached (an open transaction pins its last stable
+	// offset) fails the check. Default 60s.
+	Timeout time.Duration
+}
+
+const maxProblems = 10
+
+// Check reads the input and the outputs to their ends and compares them.
+func Check(ctx context.Context, o Options) (Report, error) {
+	if o.Timeout == 0 {
+		o.Timeout = time.Minute
+	}
+	rep := Report{Out: map[string]int{}}
+	problem := func(format string, args ...any) {
+		if len(rep.Problems) < maxProblems {
+			rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+	in, err := ReadAll(ctx, o.ClientOpts, o.Input, o.Timeout)
+	if err != nil {
+		return rep, err
+	}
+	seen := make(map[Source]int, len(in))
+	for _, r := range in {
+		seen[Source{r.Topic, r.Partition, r.Offset}] = 0
+	}
+	rep.In = len(in)
+	type key struct {
+		outTopic string
+		outPart  int32
+		srcPart  int32
+	}
+	last := map[key]int64{}
+	for _, topic := range o.Outputs {
+		out, err := ReadAll(ctx, o.ClientOpts, topic, o.Timeout)
+		if err != nil {
+			return rep, err
+		}
+		rep.Out[topic] = len(out)
+		for _, r := range out {
+			src, err := o.SourceOf(r)
+			if err != nil {
+				rep.Unknown++
+				problem("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
+				continue
+			}
+			n, ok := seen[src]
+			if !ok {
+				rep.Unknown++
+				problem("%s[%d]@%d names source %v, which is not an input record", r.Topic, r.Partition, r.Offset, src)
+				continue
+			}
+			seen[src] = n + 1
+			if n > 0 {
+				rep.Duplicates++
+				problem("duplicate: source %v appears again at %s[%d]@%d", src, r.Topic, r.Partition, r.Offset)
+				continue
+			}
+			k := key{r.Topic, r.Partition, src.Partition}
+			if prev, ok := last[k]; ok && src.Offset <= prev {
+				rep.OrderViolations++
+				problem("order: %s[%d]@%d has source %v after source offset %d", r.Topic, r.Partition, r.Offset, src, prev)
+			}
+			last[k] = src.Offset
+		}
+	}
+	var missing []Source
+	for s, n := range seen {
+		if n == 0 {
+			missing = append(missing, s)
+		}
+	}
+	rep.Missing = len(missing)
+	sort.Slice(missing, func(i, j int) bool {
+		if missing[i].Partition != missing[j].Partition {
+			return missing[i].Partition < missing[j].Partition
+		}
+		return missing[i].Offset < missing[j].Offset
+	})
+	for _, s := range missing {
+		problem("missing: no output for %v", s)
+	}
+	return rep, nil
+}
+
+// ReadAll reads every committed data record of topic, from the start to the
+// end offsets as they are when it starts, with a read_committed consumer.
+// Control records (transaction markers) are read to track progress but not
+// returned. If an open transaction keeps a partition's last stable offset
+// below its end, ReadAll fails after timeout and says which partition.
+func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout time.Duration) ([]*kgo.Record, error) {
+	adm, err := kgo.NewClient(clientOpts...)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	adm.Close()
+	if err != nil {
+		return nil, fmt.Errorf("verify: listing end offsets of %q: %w", topic, err)
+	}
+	if err := ends.Error(); err != nil {
+		return nil, fmt.Errorf("verify: listing end offsets of %q: %w", topic, err)
+	}
+	want := map[int32]int64{} // partition -> end offset, until reached
+	endOf := map[int32]int64{}
+	parts := map[int32]kgo.Offset{}
+	ends.Each(func(lo kadm.ListedOffset) {
+		if lo.Offset > 0 {
+			want[lo.Partition] = lo.Offset
+			endOf[lo.Partition] = lo.Offset
+			parts[lo.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	if len(want) == 0 {
+		return nil, nil
+	}
+	opts := append(append([]kgo.Opt(nil), clientOpts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	next := map[int32]int64{}
+	var out []*kgo.Record
+	for len(want) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			var stuck []string
+			for p, end := range want {
+				stuck = append(stuck, fmt.Sprintf("partition %d at %d of %d", p, next[p], end))
+			}
+			sort.Strings(stuck)
+			return nil, fmt.Errorf("verify: reading %q to its end timed out after %v (%s): an open transaction may pin the last stable offset", topic, timeout, strings.Join(stuck, ", "))
+		}
+		for _, fe := range fs.Errors() {
+			if !errors.Is(fe.Err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("verify: reading %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)
+			}
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= endOf[r.Partition] {
+				return // written after the read began
+			}
+			next[r.Partition] = r.Offset + 1
+			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+		})
+	}
+	return out, nil
+}

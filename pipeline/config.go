@@ -1,0 +1,288 @@
+package pipeline
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Opt configures a Pipeline.
+type Opt interface{ apply(*config) }
+
+type opt func(*config)
+
+func (o opt) apply(c *config) { o(c) }
+
+type config struct {
+	brokers       []string
+	group         string
+	topics        []string
+	instanceID    string
+	maxRecords    int
+	maxBytes      int
+	maxWait       time.Duration
+	concurrency   int
+	stageRetries  int
+	backoffMin    time.Duration
+	backoffMax    time.Duration
+	startTimeout  time.Duration
+	sessTimeout   time.Duration
+	txnTimeout    time.Duration
+	heartbeat     time.Duration
+	resetOffset   kgo.Offset
+	resetSet      bool
+	logger        *slog.Logger
+	clientOpts    []kgo.Opt
+	onCommit      func(CommitInfo)
+	commitTimeout time.Duration
+}
+
+func defaults() config {
+	return config{
+		maxRecords:   10_000,
+		maxBytes:     16 << 20,
+		maxWait:      100 * time.Millisecond,
+		concurrency:  runtime.GOMAXPROCS(0),
+		stageRetries: 10,
+		backoffMin:   50 * time.Millisecond,
+		backoffMax:   5 * time.Second,
+		startTimeout: time.Minute,
+		sessTimeout:  12 * time.Second,
+		txnTimeout:   10 * time.Second,
+		heartbeat:    time.Second,
+	}
+}
+
+// Brokers sets the seed brokers, "host:port" each. Required unless
+// ClientOpts carries kgo.SeedBrokers.
+func Brokers(addrs ...string) Opt { return opt(func(c *config) { c.brokers = append(c.brokers, addrs...) }) }
+
+// Group sets the consumer group. Required. Instances of one pipeline share a
+// group and split its partitions.
+func Group(name string) Opt { return opt(func(c *config) { c.group = name }) }
+
+// Topics sets the input topics. Required.
+func Topics(topics ...string) Opt { return opt(func(c *config) { c.topics = append(c.topics, topics...) }) }
+
+// InstanceID names this instance. Required. It must be stable across
+// restarts of the same instance and unique among instances running at once:
+// the Kafka sink's transactional id is derived from it, and a restarted
+// instance uses it to fence its crashed predecessor and resume within about
+// a second instead of waiting out the transaction timeout. Letters, digits,
+// '.', '_' and '-' only.
+func InstanceID(id string) Opt { return opt(func(c *config) { c.instanceID = id }) }
+
+// MaxRecords bounds the records in one transaction, over all partitions.
+// Default 10,000. A transaction has a fixed cost; thousands of records per
+// transaction amortise it.
+func MaxRecords(n int) Opt { return opt(func(c *config) { c.maxRecords = n }) }
+
+// MaxBytes bounds the bytes (keys and values) in one transaction; a batch
+// stops growing once it reaches the bound. Default 16 MiB.
+func MaxBytes(n int) Opt { return opt(func(c *config) { c.maxBytes = n }) }
+
+// MaxWait bounds how long a batch keeps growing after its first record
+// arrived. Default 100ms. Lower means lower latency and more, smaller
+// transactions.
+func MaxWait(d time.Duration) Opt { return opt(func(c *config) { c.maxWait = d }) }
+
+// Concurrency bounds how many partitions' batches are processed at once.
+// Default GOMAXPROCS. 1 processes the partitions of a transaction one after
+// another.
+func Concurrency(n int) Opt { return opt(func(c *config) { c.concurrency = n }) }
+
+// StageRetries is how many times in a row a failing batch is retried (with
+// exponential backoff) before Run gives up and returns a [*StageError].
+// Default 10. Nothing is committed for a failing batch, so giving up loses
+// nothing: a restart resumes at the batch.
+func StageRetries(n int) Opt { return opt(func(c *config) { c.stageRetries = n }) }
+
+// Backoff sets the minimum and maximum delay between retries after an
+// aborted transaction or a failed session. Defaults 50ms and 5s.
+func Backoff(minDelay, maxDelay time.Duration) Opt {
+	return opt(func(c *config) { c.backoffMin, c.backoffMax = minDelay, maxDelay })
+}
+
+// StartTimeout bounds how long Run keeps trying to open its first session
+// (reach the brokers, fence the previous incarnation, join the group)
+// before it returns the error. Default 1 minute. Later re-opens retry until
+// the context ends.
+func StartTimeout(d time.Duration) Opt { return opt(func(c *config) { c.startTimeout = d }) }
+
+// SessionTimeout is the group session timeout. Default 12s. An instance
+// that stops heartbeating for this long is replaced, and if it comes back it
+// is fenced. Must be larger than TransactionTimeout.
+func SessionTimeout(d time.Duration) Opt { return opt(func(c *config) { c.sessTimeout = d }) }
+
+// TransactionTimeout is the Kafka transaction timeout: a transaction open
+// this long is aborted by the broker. Default 10s. It must be below the
+// session timeout so a zombie's transaction cannot outlive its membership.
+func TransactionTimeout(d time.Duration) Opt { return opt(func(c *config) { c.txnTimeout = d }) }
+
+// HeartbeatInterval is the group heartbeat interval. Default 1s.
+func HeartbeatInterval(d time.Duration) Opt { return opt(func(c *config) { c.heartbeat = d }) }
+
+// ResetOffset is where a partition with no committed offset starts.
+// Default kgo.NewOffset().AtStart() (earliest), so nothing written before
+// the group first ran is skipped.
+func ResetOffset(o kgo.Offset) Opt { return opt(func(c *config) { c.resetOffset, c.resetSet = o, true }) }
+
+// Logger sets the logger. Default: discard.
+func Logger(l *slog.Logger) Opt { return opt(func(c *config) { c.logger = l }) }
+
+// OnCommit is called after every committed transaction, from Run's
+// goroutine; keep it fast.
+func OnCommit(fn func(CommitInfo)) Opt { return opt(func(c *config) { c.onCommit = fn }) }
+
+// ClientOpts passes franz-go client options through: TLS, SASL (including
+// AWS MSK IAM), client id, logger, hooks, fetch sizes. Options that would
+// break exactly-once are refused by New with an error that says why:
+// read_uncommitted isolation, disabled idempotence, acks other than all,
+// and options the pipeline sets itself (group, topics, transactional id,
+// auto-commit).
+func ClientOpts(opts ...kgo.Opt) Opt {
+	return opt(func(c *config) { c.clientOpts = append(c.clientOpts, opts...) })
+}
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+func (c *config) validate() error {
+	bad := func(opt string, v any, why string, args ...any) error {
+		return &ConfigError{Option: opt, Value: v, Reason: fmt.Sprintf(why, args...)}
+	}
+	if c.group == "" {
+		return bad("Group", `""`, "a consumer group is required")
+	}
+	if len(c.topics) == 0 {
+		return bad("Topics", "[]", "at least one input topic is required")
+	}
+	seen := map[string]bool{}
+	for _, t := range c.topics {
+		if t == "" || strings.ContainsAny(t, " \t\n,") {
+			return bad("Topics", fmt.Sprintf("%q", t), "topic names must be non-empty and contain no spaces or commas")
+		}
+		if seen[t] {
+			return bad("Topics", fmt.Sprintf("%q", t), "topic listed twice")
+		}
+		seen[t] = true
+	}
+	if c.instanceID == "" {
+		return bad("InstanceID", `""`, "an instance id is required: it must be stable across restarts and unique among running instances, so a restart fences its crashed predecessor")
+	}
+	if !idRE.MatchString(c.instanceID) {
+		return bad("InstanceID", fmt.Sprintf("%q", c.instanceID), "use letters, digits, '.', '_' and '-' only")
+	}
+	for _, b := range c.brokers {
+		if b == "" || !strings.Contains(b, ":") {
+			return bad("Brokers", fmt.Sprintf("%q", b), "each broker must be host:port")
+		}
+	}
+	switch {
+	case c.maxRecords <= 0:
+		return bad("MaxRecords", c.maxRecords, "must be positive")
+	case c.maxBytes <= 0:
+		return bad("MaxBytes", c.maxBytes, "must be positive")
+	case c.maxWait <= 0:
+		return bad("MaxWait", c.maxWait, "must be positive")
+	case c.concurrency <= 0:
+		return bad("Concurrency", c.concurrency, "must be positive")
+	case c.stageRetries < 0:
+		return bad("StageRetries", c.stageRetries, "must not be negative")
+	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
+		return bad("Backoff", fmt.Sprintf("(%v, %v)", c.backoffMin, c.backoffMax), "need 0 < min <= max")
+	case c.startTimeout <= 0:
+		return bad("StartTimeout", c.startTimeout, "must be positive")
+	case c.txnTimeout <= 0:
+		return bad("TransactionTimeout", c.txnTimeout, "must be positive")
+	case c.sessTimeout <= c.txnTimeout:
+		return bad("SessionTimeout", c.sessTimeout, "must be larger than the transaction timeout %v, so a zombie's transaction cannot outlive its group membership", c.txnTimeout)
+	case c.heartbeat <= 0 || c.heartbeat*3 > c.sessTimeout:
+		return bad("HeartbeatInterval", c.heartbeat, "must be positive and at most a third of the session timeout %v", c.sessTimeout)
+	case c.maxWait >= c.txnTimeout:
+		return bad("MaxWait", c.maxWait, "must be well below the transaction timeout %v", c.txnTimeout)
+	}
+	return c.checkClientOpts()
+}
+
+// checkClientOpts refuses the user's client options that would weaken the
+// guarantee or fight the pipeline's own settings. It reads them back from a
+// client that is built and closed without connecting.
+func (c *config) checkClientOpts() error {
+	// Sentinels go first so that a value still equal to them afterwards
+	// was not set by the user.
+	const unsetSeed = "exactly-unset-seed:1"
+	probe := append([]kgo.Opt{
+		kgo.SeedBrokers(unsetSeed),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}, c.clientOpts...)
+	cl, err := kgo.NewClient(probe...)
+	if err != nil {
+		return &ConfigError{Option: "ClientOpts", Value: "(kgo options)", Reason: err.Error()}
+	}
+	defer cl.Close()
+	refuse := func(name, why string) error {
+		return &ConfigError{Option: "ClientOpts", Value: name, Reason: why}
+	}
+	if v, _ := cl.OptValue(kgo.FetchIsolationLevel).(int8); v != 1 {
+		return refuse("kgo.FetchIsolationLevel", "read_uncommitted would show the outputs of aborted transactions; the pipeline always reads committed")
+	}
+	if v, ok := cl.OptValue(kgo.DisableIdempotentWrite).(bool); ok && v {
+		return refuse("kgo.DisableIdempotentWrite", "idempotent, transactional writes are how exactly-once is kept; a non-idempotent producer duplicates on retry")
+	}
+	if v, ok := cl.OptValue(kgo.RequiredAcks).(kgo.Acks); ok && v != kgo.AllISRAcks() {
+		return refuse("kgo.RequiredAcks", "acks must be all (the default): acks=0 or 1 loses records when a leader fails before its followers copied them")
+	}
+	if v, ok := cl.OptValue(kgo.ConsumerGroup).(string); ok && v != "" {
+		return refuse("kgo.ConsumerGroup", "set the group with pipeline.Group")
+	}
+	if v, ok := cl.OptValue(kgo.ConsumeTopics).([]string); ok && len(v) > 0 {
+		return refuse("kgo.ConsumeTopics", "set the topics with pipeline.Topics")
+	}
+	if vs := cl.OptValues(kgo.TransactionalID); len(vs) == 2 && vs[1] == true {
+		return refuse("kgo.TransactionalID", "the transactional id is derived from pipeline.InstanceID")
+	}
+	if v, ok := cl.OptValue(kgo.BlockRebalanceOnPoll).(bool); ok && v {
+		return refuse("kgo.BlockRebalanceOnPoll", "the pipeline aborts on revoke instead of blocking rebalances")
+	}
+	if len(c.brokers) == 0 {
+		if v, _ := cl.OptValue(kgo.SeedBrokers).([]string); len(v) == 1 && v[0] == unsetSeed {
+			return &ConfigError{Option: "Brokers", Value: "[]", Reason: "no seed brokers: use pipeline.Brokers, or kgo.SeedBrokers in ClientOpts"}
+		}
+	}
+	return nil
+}
+
+// consumerOpts are the options that make a client the pipeline's consumer.
+func (c *config) consumerOpts() []kgo.Opt {
+	reset := kgo.NewOffset().AtStart()
+	if c.resetSet {
+		reset = c.resetOffset
+	}
+	return []kgo.Opt{
+		kgo.ConsumerGroup(c.group),
+		kgo.ConsumeTopics(c.topics...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(reset),
+		kgo.SessionTimeout(c.sessTimeout),
+		kgo.HeartbeatInterval(c.heartbeat),
+		kgo.TransactionTimeout(c.txnTimeout),
+		kgo.FetchMaxWait(c.maxWait),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	}
+}
+
+// connOpts are the connection options.
+func (c *config) connOpts() []kgo.Opt {
+	opts := append([]kgo.Opt(nil), c.clientOpts...)
+	if len(c.brokers) > 0 {
+		opts = append(opts, kgo.SeedBrokers(c.brokers...))
+	}
+	// Transaction timeout applies to the fencing client too.
+	return append(opts, kgo.TransactionTimeout(c.txnTimeout))
+}

@@ -1,0 +1,58 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/exactlyonce/exactly/sinks"
+)
+
+var (
+	// ErrRunning is returned by Run when the pipeline is already running.
+	ErrRunning = errors.New("pipeline: Run called while already running")
+)
+
+// ConfigError is a configuration value New refused.
+type ConfigError struct {
+	Option string // the option, as named in this package
+	Value  any    // the offending value
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("pipeline: invalid %s %v: %s", e.Option, e.Value, e.Reason)
+}
+
+// StageError is a Stage failure that stopped Run: a panic, or an error that
+// persisted through every retry. The batch it names was not committed; a
+// restart resumes at FirstOffset.
+type StageError struct {
+	Topic       string
+	Partition   int32
+	FirstOffset int64
+	LastOffset  int64
+	Attempts    int    // how many times the batch was tried
+	Panic       any    // the recovered value if the Stage panicked
+	Stack       []byte // the stack of the panic
+	Err         error
+}
+
+func (e *StageError) Error() string {
+	if e.Panic != nil {
+		return fmt.Sprintf("pipeline: stage panicked on %s[%d] offsets %d-%d: %v (nothing of this batch was committed)",
+			e.Topic, e.Partition, e.FirstOffset, e.LastOffset, e.Panic)
+	}
+	return fmt.Sprintf("pipeline: stage failed on %s[%d] offsets %d-%d after %d attempts: %v (nothing of this batch was committed)",
+		e.Topic, e.Partition, e.FirstOffset, e.LastOffset, e.Attempts, e.Err)
+}
+
+func (e *StageError) Unwrap() error { return e.Err }
+
+// IsRetryable reports whether an error from a commit leaves the pipeline
+// free to go on. Fatal errors (a fenced instance, missing authorization) are
+// not retryable; see [IsFatal].
+func IsRetryable(err error) bool { return sinks.IsRetryable(err) }
+
+// IsFatal reports whether err means the instance was fenced or is not
+// authorized and must stop.
+func IsFatal(err error) bool { return sinks.IsFatal(err) }

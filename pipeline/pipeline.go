@@ -1,0 +1,422 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/sinks"
+)
+
+// Pipeline consumes its topics in a consumer group, runs a Stage on batches
+// of records, and commits each batch's effects together with the consumer
+// offsets through a Sink, so that each input record's effect happens exactly
+// once. W is the sink's writer type.
+type Pipeline[W any] struct {
+	cfg   config
+	sink  sinks.Sink[W]
+	stage Stage[W]
+	log   *slog.Logger
+
+	running atomic.Bool
+	stats   stats
+}
+
+// CommitInfo describes one committed transaction.
+type CommitInfo struct {
+	Records    int           // input records the transaction covered
+	Partitions int           // partitions it covered
+	Took       time.Duration // from the first poll of the batch to the end of the commit
+}
+
+// Stats are counters since New. Safe to read while Run runs.
+type Stats struct {
+	CommittedRecords int64 // input records whose effects committed
+	CommittedTxns    int64 // committed transactions
+	AbortedTxns      int64 // transactions rolled back (stage errors, rebalances, unknown outcomes)
+	StageErrors      int64 // failed Process calls
+	Sessions         int64 // sessions opened (1 plus re-creations)
+}
+
+type stats struct {
+	records, txns, aborts, stageErrs, sessions atomic.Int64
+}
+
+// New returns a Pipeline that runs stage on the batches it consumes and
+// commits through sink. It validates the configuration and returns a
+// [*ConfigError] naming the bad value; it never connects.
+func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], error) {
+	if sink == nil {
+		return nil, &ConfigError{Option: "sink", Value: nil, Reason: "a sink is required (sinks.NewKafka() or sinks.NewPostgres(...))"}
+	}
+	if stage == nil {
+		return nil, &ConfigError{Option: "stage", Value: nil, Reason: "a stage is required"}
+	}
+	cfg := defaults()
+	for _, o := range opts {
+		if o == nil {
+			return nil, &ConfigError{Option: "Opt", Value: nil, Reason: "nil option"}
+		}
+		o.apply(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("group", cfg.group, "instance", cfg.instanceID)
+	return &Pipeline[W]{cfg: cfg, sink: sink, stage: stage, log: log}, nil
+}
+
+// Stats returns the pipeline's counters.
+func (p *Pipeline[W]) Stats() Stats {
+	return Stats{
+		CommittedRecords: p.stats.records.Load(),
+		CommittedTxns:    p.stats.txns.Load(),
+		AbortedTxns:      p.stats.aborts.Load(),
+		StageErrors:      p.stats.stageErrs.Load(),
+		Sessions:         p.stats.sessions.Load(),
+	}
+}
+
+// Run consumes, processes and commits until ctx is done or a fatal error
+// happens. It blocks, owns every goroutine it starts, and returns only after
+// all of them have finished and the consumer has left the group.
+//
+// Run returns nil when ctx is cancelled: a transaction in progress is
+// aborted, so its batch is processed again by whichever instance owns the
+// partition next. It returns a [*StageError] when the Stage panicked or kept
+// failing, a fatal error (see [IsFatal]) when this instance was fenced by a
+// newer one or is not authorized, and the connection error when the first
+// session could not be opened within StartTimeout. Transient errors —
+// aborted transactions, rebalances, brokers that come and go, commits whose
+// outcome was unknown — are retried and logged, never returned.
+//
+// Run may be called again after it returns; it may not be called twice at
+// once.
+func (p *Pipeline[W]) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer p.running.Store(false)
+
+	sess, err := p.openFirst(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
+		defer cancel()
+		if cerr := sess.Close(cctx); cerr != nil {
+			p.log.Warn("closing the session", "err", cerr)
+		}
+	}()
+
+	var (
+		failures int // consecutive failed attempts of the current batch
+		backoff  = p.newBackoff()
+	)
+	for {
+		start := time.Now()
+		batches, err := p.collect(ctx, sess)
+		if ctx.Err() != nil {
+			return nil // nothing begun: the polled records stay uncommitted
+		}
+		if err != nil {
+			if sinks.IsFatal(err) {
+				return err
+			}
+			p.log.Warn("polling failed; retrying", "err", err)
+			if !backoff.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		if len(batches) == 0 {
+			continue
+		}
+
+		err = p.runTxn(ctx, sess, batches, start)
+		switch {
+		case err == nil:
+			failures = 0
+			backoff.reset()
+			continue
+		case ctx.Err() != nil:
+			return nil
+		case sinks.IsFatal(err):
+			return err
+		}
+		var se *StageError
+		if errors.As(err, &se) {
+			failures++
+			se.Attempts = failures
+			if se.Panic != nil || failures > p.cfg.stageRetries {
+				return se
+			}
+			p.log.Warn("stage failed; transaction aborted, retrying", "err", err, "attempt", failures)
+		} else {
+			p.log.Info("transaction not committed; retrying from the committed offsets", "err", err)
+		}
+		if !backoff.wait(ctx) {
+			return nil
+		}
+	}
+}
+
+func (p *Pipeline[W]) openFirst(ctx context.Context) (sinks.Session[W], error) {
+	deadline := time.Now().Add(p.cfg.startTimeout)
+	backoff := p.newBackoff()
+	for {
+		octx, cancel := context.WithDeadline(ctx, deadline)
+		sess, err := p.sink.Open(octx, p.sessionConfig())
+		cancel()
+		if err == nil {
+			p.stats.sessions.Add(1)
+			return sess, nil
+		}
+		if sinks.IsFatal(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("pipeline: could not start within %v (brokers %v): %w", p.cfg.startTimeout, p.cfg.brokers, err)
+		}
+		p.log.Warn("opening the session failed; retrying", "err", err)
+		if !backoff.wait(ctx) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (p *Pipeline[W]) sessionConfig() sinks.SessionConfig {
+	return sinks.SessionConfig{
+		ClientOpts:   p.cfg.connOpts(),
+		ConsumerOpts: p.cfg.consumerOpts(),
+		Group:        p.cfg.group,
+		InstanceID:   p.cfg.instanceID,
+		Logger:       p.log,
+	}
+}
+
+// collect polls one batch per partition, bounded by MaxRecords, MaxBytes
+// and MaxWait after the first record.
+func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*Batch, error) {
+	var (
+		batches []*Batch
+		index   = map[tp]int{}
+		n, size int
+		timer   *time.Timer
+	)
+	// waitCtx ends MaxWait after the first record arrived.
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for n < p.cfg.maxRecords && size < p.cfg.maxBytes {
+		fs, err := sess.Poll(waitCtx, p.cfg.maxRecords-n)
+		if err != nil {
+			if n > 0 {
+				// Never drop what was polled: a later commit
+				// would move the offsets past it.
+				break
+			}
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		for _, fe := range fs.Errors() {
+			if errors.Is(fe.Err, context.DeadlineExceeded) || errors.Is(fe.Err, context.Canceled) {
+				continue
+			}
+			if errors.Is(fe.Err, kgo.ErrClientClosed) {
+				return nil, fmt.Errorf("pipeline: client closed while polling: %w", fe.Err)
+			}
+			// kgo retries fetch errors itself; they are informational.
+			p.log.Warn("fetch error", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
+		}
+		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			if len(ftp.Records) == 0 {
+				return
+			}
+			k := tp{ftp.Topic, ftp.Partition}
+			i, ok := index[k]
+			if !ok {
+				i = len(batches)
+				index[k] = i
+				batches = append(batches, &Batch{Topic: ftp.Topic, Partition: ftp.Partition})
+			}
+			batches[i].Records = append(batches[i].Records, ftp.Records...)
+			for _, r := range ftp.Records {
+				size += len(r.Key) + len(r.Value)
+			}
+			n += len(ftp.Records)
+		})
+		if n > 0 && timer == nil {
+			timer = time.AfterFunc(p.cfg.maxWait, cancel)
+		}
+		if waitCtx.Err() != nil {
+			break
+		}
+	}
+	return batches, nil
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// runTxn runs the stage on batches inside one transaction and commits it.
+func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches []*Batch, start time.Time) error {
+	// A transaction, once begun, is ended on a context that outlives a
+	// cancelled ctx: abandoning it half-way would leave the client in an
+	// unknown state.
+	endCtx, cancelEnd := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
+	defer cancelEnd()
+
+	tx, err := sess.Begin(ctx, batches)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := tx.Rollback(endCtx); rerr != nil && !sinks.IsRetryable(rerr) {
+			p.log.Warn("rollback", "err", rerr)
+		}
+	}()
+
+	if err := p.process(ctx, tx, batches); err != nil {
+		p.stats.aborts.Add(1)
+		return err
+	}
+	if ctx.Err() != nil {
+		p.stats.aborts.Add(1)
+		return ctx.Err()
+	}
+	if err := tx.Commit(endCtx); err != nil {
+		p.stats.aborts.Add(1)
+		return err
+	}
+	records := 0
+	for _, b := range batches {
+		records += len(b.Records)
+	}
+	p.stats.records.Add(int64(records))
+	p.stats.txns.Add(1)
+	if p.cfg.onCommit != nil {
+		p.cfg.onCommit(CommitInfo{Records: records, Partitions: len(batches), Took: time.Since(start)})
+	}
+	return nil
+}
+
+// process runs the stage on each batch, up to Concurrency at once. The
+// first failure cancels the others.
+func (p *Pipeline[W]) process(ctx context.Context, tx sinks.Txn[W], batches []*Batch) error {
+	if len(batches) == 1 || p.cfg.concurrency == 1 {
+		for _, b := range batches {
+			if err := p.safeProcess(ctx, b, tx.Writer(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, p.cfg.concurrency)
+		errOnce  sync.Once
+		firstErr error
+	)
+	for _, b := range batches {
+		w := tx.Writer(b)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := p.safeProcess(ctx, b, w); err != nil {
+				errOnce.Do(func() { firstErr = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+// safeProcess calls the stage, turning errors and panics into StageErrors.
+func (p *Pipeline[W]) safeProcess(ctx context.Context, b *Batch, w W) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.stats.stageErrs.Add(1)
+			err = &StageError{
+				Topic: b.Topic, Partition: b.Partition,
+				FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset(),
+				Panic: v, Stack: debug.Stack(),
+				Err: fmt.Errorf("panic: %v", v),
+			}
+		}
+	}()
+	if err := p.stage.Process(ctx, b, w); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return err // cancelled because of another failure or shutdown
+		}
+		p.stats.stageErrs.Add(1)
+		return &StageError{
+			Topic: b.Topic, Partition: b.Partition,
+			FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset(),
+			Err: err,
+		}
+	}
+	return nil
+}
+
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (p *Pipeline[W]) newBackoff() *backoff {
+	return &backoff{min: p.cfg.backoffMin, max: p.cfg.backoffMax, cur: p.cfg.backoffMin}
+}
+
+func (b *backoff) reset() { b.cur = b.min }
+
+// wait waits the current delay with jitter and doubles it; false if ctx
+// ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(b.cur*2, b.max)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

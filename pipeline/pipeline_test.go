@@ -1,0 +1,104 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type kw = *sinks.KafkaWriter
+
+func copyStage(out string) pipeline.Stage[kw] {
+	return pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+		for _, r := range b.Records {
+			w.Produce(testkit.CopyRecord(out, r))
+		}
+		return nil
+	})
+}
+
+func newPipeline(t *testing.T, brokers []string, stage pipeline.Stage[kw], instance string, opts ...pipeline.Opt) *pipeline.Pipeline[kw] {
+	t.Helper()
+	opts = append([]pipeline.Opt{
+		pipeline.Brokers(brokers...),
+		pipeline.Group("g"),
+		pipeline.Topics("in"),
+		pipeline.InstanceID(instance),
+		pipeline.MaxRecords(500),
+		pipeline.MaxWait(20 * time.Millisecond),
+		pipeline.SessionTimeout(3 * time.Second),
+		pipeline.TransactionTimeout(2 * time.Second),
+		pipeline.HeartbeatInterval(300 * time.Millisecond),
+		pipeline.Backoff(5*time.Millisecond, 50*time.Millisecond),
+	}, opts...)
+	p, err := pipeline.New(sinks.NewKafka(), stage, opts...)
+	require.NoError(t, err)
+	return p
+}
+
+// run starts p.Run in a goroutine; the returned func cancels it and returns
+// Run's error.
+func run(p *pipeline.Pipeline[kw]) (stop func() error, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- p.Run(ctx) }()
+	return func() error { cancel(); return <-ch }, ch
+}
+
+func committed(ps ...*pipeline.Pipeline[kw]) int64 {
+	var n int64
+	for _, p := range ps {
+		n += p.Stats().CommittedRecords
+	}
+	return n
+}
+
+func TestBaselineExact(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 4, "in", "out")
+	const n = 5000
+	testkit.Produce(t, brokers, "in", n)
+	p := newPipeline(t, brokers, copyStage("out"), "a")
+	stop, _ := run(p)
+	testkit.WaitFor(t, 30*time.Second, "all records committed", func() bool { return committed(p) >= n })
+	require.NoError(t, stop())
+	rep := testkit.Verify(t, brokers, "in", "out")
+	require.Equal(t, n, rep.In)
+	require.Equal(t, n, rep.TotalOut())
+}
+
+func TestStageFailuresAbortAndRetry(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 4, "in", "out")
+	const n = 4000
+	testkit.Produce(t, brokers, "in", n)
+	var calls atomic.Int64
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+		// Write first, then fail on every third call: the writes of a
+		// failed call must never become visible.
+		for _, r := range b.Records {
+			w.Produce(testkit.CopyRecord("out", r))
+		}
+		if calls.Add(1)%3 == 0 {
+			return errors.New("injected failure")
+		}
+		return nil
+	})
+	p := newPipeline(t, brokers, stage, "a", pipeline.StageRetries(1000))
+	stop, _ := run(p)
+	testkit.WaitFor(t, 60*time.Second, "all records committed", func() bool { return committed(p) >= n })
+	require.NoError(t, stop())
+	require.Positive(t, p.Stats().AbortedTxns, "no transaction was aborted: the test injected nothing")
+	testkit.Verify(t, brokers, "in", "out")
+}

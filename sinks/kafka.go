@@ -1,0 +1,160 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/txn"
+)
+
+// Kafka is the Kafka sink: each batch runs in a Kafka transaction that holds
+// the records the Stage produced and the consumer offsets past the batch
+// (KIP-98, KIP-447). Consumers of the output that read with read_committed
+// isolation see each input's output exactly once.
+//
+// The transactional id of an instance is "<group>-<instance id>": stable
+// across restarts, so a restarted instance fences its crashed predecessor,
+// and distinct among instances, so they do not fence each other.
+type Kafka struct{}
+
+// NewKafka returns the Kafka sink.
+func NewKafka() *Kafka { return &Kafka{} }
+
+// TransactionalID is the transactional id the Kafka sink uses for an
+// instance of a group.
+func TransactionalID(group, instanceID string) string { return group + "-" + instanceID }
+
+// Open implements [Sink].
+func (k *Kafka) Open(ctx context.Context, cfg SessionConfig) (Session[*KafkaWriter], error) {
+	s, err := txn.Open(ctx, txn.Config{
+		ClientOpts:      cfg.ClientOpts,
+		ConsumerOpts:    cfg.ConsumerOpts,
+		TransactionalID: TransactionalID(cfg.Group, cfg.InstanceID),
+		Logger:          cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &kafkaSession{s: s}, nil
+}
+
+type kafkaSession struct {
+	s   *txn.Session
+	cur *kafkaTxn
+}
+
+func (ks *kafkaSession) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
+	return ks.s.Poll(ctx, max)
+}
+
+func (ks *kafkaSession) Begin(ctx context.Context, batches []*Batch) (Txn[*KafkaWriter], error) {
+	if err := ks.s.Begin(ctx); err != nil {
+		return nil, err
+	}
+	ks.cur = &kafkaTxn{ks: ks, ctx: ctx}
+	return ks.cur, nil
+}
+
+func (ks *kafkaSession) Close(ctx context.Context) error {
+	return ks.s.Close(ctx)
+}
+
+// Session is the underlying transactional session, for tests and tools.
+func (ks *kafkaSession) Session() *txn.Session { return ks.s }
+
+type kafkaTxn struct {
+	ks    *kafkaSession
+	ctx   context.Context
+	done  bool
+	errMu sync.Mutex
+	err   error
+}
+
+func (t *kafkaTxn) Writer(b *Batch) *KafkaWriter { return &KafkaWriter{t: t, b: b} }
+
+func (t *kafkaTxn) fail(topic string, err error) {
+	t.errMu.Lock()
+	if t.err == nil {
+		t.err = &ProduceError{Topic: topic, Err: err}
+	}
+	t.errMu.Unlock()
+}
+
+func (t *kafkaTxn) produceErr() error {
+	t.errMu.Lock()
+	defer t.errMu.Unlock()
+	return t.err
+}
+
+func (t *kafkaTxn) Commit(ctx context.Context) error {
+	if t.done {
+		return errors.New("sinks: Commit after the transaction ended")
+	}
+	t.done = true
+	s := t.ks.s
+	// Flush first so a refused record aborts the transaction instead of
+	// committing the batch without it.
+	if err := s.Flush(ctx); err != nil {
+		return t.end(ctx, false, err)
+	}
+	if perr := t.produceErr(); perr != nil {
+		return t.end(ctx, false, perr)
+	}
+	return t.end(ctx, true, nil)
+}
+
+// end ends the transaction; cause is why a commit became an abort.
+func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
+	err := t.ks.s.End(ctx, commit)
+	switch {
+	case err == nil:
+		return cause
+	case errors.Is(err, txn.ErrAborted), errors.Is(err, txn.ErrRecreated):
+		return errors.Join(cause, fmt.Errorf("%w: %w", ErrAborted, err))
+	default:
+		return errors.Join(cause, err)
+	}
+}
+
+func (t *kafkaTxn) Rollback(ctx context.Context) error {
+	if t.done {
+		return nil
+	}
+	t.done = true
+	return t.end(ctx, false, nil)
+}
+
+// KafkaWriter is how a Stage writes its output in Kafka mode: records
+// produced through it are part of the batch's transaction.
+type KafkaWriter struct {
+	t *kafkaTxn
+	b *Batch
+}
+
+// Batch is the batch this writer writes the output of.
+func (w *KafkaWriter) Batch() *Batch { return w.b }
+
+// Produce produces r in the transaction, without waiting. A record Kafka
+// refuses aborts the whole transaction at commit, so nothing is lost or
+// half-written. The record's Topic must be set.
+func (w *KafkaWriter) Produce(r *kgo.Record) {
+	if r.Topic == "" {
+		w.t.fail("", errors.New("record has no topic"))
+		return
+	}
+	w.t.ks.s.Produce(w.t.ctx, r, func(r *kgo.Record, err error) {
+		if err != nil {
+			w.t.fail(r.Topic, err)
+		}
+	})
+}
+
+// DeadLetter produces src to the dead-letter topic with the reason and its
+// origin in headers (see [DeadLetterRecord]), in the same transaction.
+func (w *KafkaWriter) DeadLetter(topic string, src *kgo.Record, reason error) {
+	w.Produce(DeadLetterRecord(topic, src, reason))
+}

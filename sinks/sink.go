@@ -1,0 +1,108 @@
+package sinks
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Batch is the records of one partition that one transaction covers, in
+// offset order. Records[0] is the first record after the last committed
+// offset of the partition (or the position the sink seeked to), and the
+// records are contiguous as far as Kafka delivers them (compacted topics and
+// transaction markers leave gaps in offsets, never in order).
+type Batch struct {
+	Topic     string
+	Partition int32
+	Records   []*kgo.Record
+}
+
+// FirstOffset is the offset of the first record of the batch.
+func (b *Batch) FirstOffset() int64 { return b.Records[0].Offset }
+
+// LastOffset is the offset of the last record of the batch.
+func (b *Batch) LastOffset() int64 { return b.Records[len(b.Records)-1].Offset }
+
+// NextOffset is the offset the partition resumes from once the batch is
+// committed: LastOffset()+1.
+func (b *Batch) NextOffset() int64 { return b.LastOffset() + 1 }
+
+// Sink is where a pipeline's effects and its consumer offsets are committed
+// together. W is the handle a Stage writes its output through: a
+// [*KafkaWriter] for the Kafka sink, a [*PostgresWriter] for the Postgres
+// sink. A Sink owns the consumer because the two are one piece: in Kafka mode
+// the consumer and the transactional producer must be the same client for
+// the offsets to join the transaction; in Postgres mode the offsets are loaded
+// from the database when partitions are assigned, before anything is fetched.
+//
+// Open is called by the pipeline once per session; a session that fails with
+// an error whose outcome is unknown is closed and a new one opened.
+type Sink[W any] interface {
+	Open(ctx context.Context, cfg SessionConfig) (Session[W], error)
+}
+
+// SessionConfig is what the pipeline hands a Sink when it opens a session.
+type SessionConfig struct {
+	// ClientOpts are the connection options every client of the session
+	// may use: seed brokers and the user's own options (TLS, SASL, client
+	// id, logger, hooks).
+	ClientOpts []kgo.Opt
+	// ConsumerOpts make a client the pipeline's consumer: the group, the
+	// topics, read_committed isolation, no auto-commit, timeouts. A sink
+	// appends its own after them.
+	ConsumerOpts []kgo.Opt
+	// Group is the consumer group.
+	Group string
+	// InstanceID names this instance of the pipeline, stable across
+	// restarts. The Kafka sink derives its transactional id from it.
+	InstanceID string
+	// Logger receives the sink's log lines. Never nil.
+	Logger *slog.Logger
+}
+
+// Session is one connected incarnation of a pipeline instance: a consumer in
+// the group and whatever commits its effects. Poll, Begin and the returned
+// Txn's methods are called from one goroutine, never concurrently, except that
+// a Txn's writers may be used concurrently, one goroutine per writer.
+type Session[W any] interface {
+	// Poll returns up to max buffered records, waiting until at least one
+	// is available or ctx is done. The error is a failure of the session
+	// itself (it could not be re-opened, or it was fenced); errors of single
+	// partitions are in the fetches.
+	Poll(ctx context.Context, max int) (kgo.Fetches, error)
+	// Begin starts the transaction that covers batches (one per
+	// partition, in the order they were polled).
+	Begin(ctx context.Context, batches []*Batch) (Txn[W], error)
+	// Close ends the session: it leaves the group and releases
+	// connections. A Txn still open is rolled back first.
+	Close(ctx context.Context) error
+}
+
+// Txn is one transaction: the writes a Stage made for the batches it covers,
+// and the offsets that move each partition past its batch. Commit makes both
+// visible, or neither.
+//
+// Rollback is safe to call after Commit and safe to call twice, so
+//
+//	defer tx.Rollback(ctx)
+//
+// is always right. After a Rollback, and after a Commit that returns an
+// error, the consumer positions of the covered partitions are back at their
+// committed offsets, so nothing polled in the aborted transaction is lost.
+type Txn[W any] interface {
+	// Writer returns the handle through which the Stage writes the
+	// output of batch b (one of the batches given to Begin). Writers of
+	// different batches may be used concurrently.
+	Writer(b *Batch) W
+	// Commit commits the writes and the offsets. It returns nil only if
+	// everything committed. An error that wraps [ErrAborted] means the
+	// transaction (or part of it, in Postgres mode where each partition
+	// commits on its own) was rolled back for a reason that is not the
+	// stage's fault — a rebalance, a fenced zombie — and the batches it
+	// did not commit will be polled again. Other errors are described by
+	// [IsRetryable] and, for fatal ones, by the pipeline.
+	Commit(ctx context.Context) error
+	// Rollback discards the writes and rewinds positions.
+	Rollback(ctx context.Context) error
+}

@@ -1,0 +1,236 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config configures a [Session].
+type Config struct {
+	// ClientOpts are connection options (seed brokers, TLS, SASL, client
+	// id, hooks). They are also used, without ConsumerOpts, for the short
+	// lived client that fences a previous incarnation at Open.
+	ClientOpts []kgo.Opt
+	// ConsumerOpts make the session's client a group consumer: the group,
+	// the topics, read_committed isolation.
+	ConsumerOpts []kgo.Opt
+	// TransactionalID is this instance's transactional id. It must be
+	// stable across restarts of the same instance and unique among the
+	// instances running at once: a restarted instance fences its crashed
+	// predecessor through it.
+	TransactionalID string
+	// Logger receives the session's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Session is a Kafka transactional consume-process-produce session: one
+// kgo.GroupTransactSession whose producer writes the output records and whose
+// consumer's offsets join the same transaction (KIP-447: the group's
+// generation and member id travel with the offsets, so a zombie member is
+// fenced by the group coordinator as well as by its producer epoch).
+//
+// Session adds two things to kgo's session:
+//
+//   - Open fences the previous incarnation of the same transactional id before
+//     the consumer joins the group. An instance killed between its
+//     TxnOffsetCommit and its EndTxn leaves a transaction open; until the
+//     broker times it out, the group's offset fetch answers
+//     UNSTABLE_OFFSET_COMMIT and the restarted instance stalls for the whole
+//     transaction timeout. InitProducerID for the same transactional id
+//     aborts that transaction at once.
+//   - After any End whose outcome the client could not confirm, the session
+//     throws its client away and opens a new one (fencing again) instead of
+//     reusing a producer that may have a delayed request in flight
+//     (KAFKA-17754, KIP-890). End then returns an error wrapping
+//     [ErrRecreated].
+//
+// A Session is not safe for concurrent use, except that Produce may be called
+// from many goroutines between Begin and End.
+type Session struct {
+	cfg    Config
+	log    *slog.Logger
+	gts    *kgo.GroupTransactSession
+	inTxn  bool
+	closed bool
+	// FenceDuration is how long the last fence took; for tests and logs.
+	fenceDur time.Duration
+}
+
+// Open fences the previous incarnation of cfg.TransactionalID and starts a
+// new group transact session.
+func Open(ctx context.Context, cfg Config) (*Session, error) {
+	if cfg.TransactionalID == "" {
+		return nil, errors.New("txn: Config.TransactionalID is empty: each instance needs a stable, unique transactional id")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Session{cfg: cfg, log: log}
+	if err := s.open(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Session) open(ctx context.Context) error {
+	start := time.Now()
+	if err := Fence(ctx, s.cfg.ClientOpts, s.cfg.TransactionalID); err != nil {
+		return err
+	}
+	s.fenceDur = time.Since(start)
+	opts := make([]kgo.Opt, 0, len(s.cfg.ClientOpts)+len(s.cfg.ConsumerOpts)+1)
+	opts = append(opts, s.cfg.ClientOpts...)
+	opts = append(opts, s.cfg.ConsumerOpts...)
+	opts = append(opts, kgo.TransactionalID(s.cfg.TransactionalID))
+	gts, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return fmt.Errorf("txn: creating the transactional client: %w", err)
+	}
+	s.gts = gts
+	s.log.Debug("transactional session open", "transactional_id", s.cfg.TransactionalID, "fence", s.fenceDur)
+	return nil
+}
+
+// Fence initializes the producer id of transactionalID with a short-lived
+// client and closes it. The broker bumps the epoch and aborts any transaction
+// the previous holder of the id left open, so the group's stable offset
+// fetch answers at once instead of after the transaction timeout.
+func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) error {
+	opts := append(append([]kgo.Opt(nil), clientOpts...), kgo.TransactionalID(transactionalID))
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("txn: creating the fencing client: %w", err)
+	}
+	defer cl.Close()
+	if _, _, err := cl.ProducerID(ctx); err != nil {
+		if isFatalKafka(err) {
+			return classifyFatal("fencing the previous incarnation", transactionalID, err)
+		}
+		return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
+	}
+	return nil
+}
+
+// Client is the session's current client. It changes when the session is
+// re-created; do not keep it across End.
+func (s *Session) Client() *kgo.Client {
+	if s.gts == nil {
+		return nil
+	}
+	return s.gts.Client()
+}
+
+// LastFence is how long the last fencing InitProducerID took.
+func (s *Session) LastFence() time.Duration { return s.fenceDur }
+
+// ensure re-opens the session after a re-creation failed to connect.
+func (s *Session) ensure(ctx context.Context) error {
+	if s.closed {
+		return errors.New("txn: session is closed")
+	}
+	if s.gts != nil {
+		return nil
+	}
+	return s.open(ctx)
+}
+
+// Poll polls up to max records (max <= 0: all buffered). The error is
+// non-nil only if the session had to be re-opened and that failed.
+func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
+	if err := s.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return s.gts.PollRecords(ctx, max), nil
+}
+
+// Begin begins a transaction.
+func (s *Session) Begin(ctx context.Context) error {
+	if err := s.ensure(ctx); err != nil {
+		return err
+	}
+	if err := s.gts.Begin(); err != nil {
+		if isFatalKafka(err) {
+			return classifyFatal("begin", s.cfg.TransactionalID, err)
+		}
+		return fmt.Errorf("txn: begin: %w", err)
+	}
+	s.inTxn = true
+	return nil
+}
+
+// InTxn reports whether a transaction is open.
+func (s *Session) InTxn() bool { return s.inTxn }
+
+// Produce produces r in the open transaction; promise is called with its
+// result. Safe for concurrent use between Begin and End.
+func (s *Session) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	s.gts.Produce(ctx, r, promise)
+}
+
+// Flush waits until every record produced in the transaction is
+// acknowledged or failed.
+func (s *Session) Flush(ctx context.Context) error { return s.gts.Client().Flush(ctx) }
+
+// End ends the open transaction: commit it (with the consumer offsets of
+// everything polled since the last End) if commit is true, abort it
+// otherwise. After an abort of any kind the consumer positions are back at
+// the committed offsets.
+//
+// End returns nil when the transaction ended as asked. It returns an error
+// wrapping [ErrAborted] when a commit was asked for but the transaction was
+// aborted (a rebalance revoked partitions, the generation moved on); a
+// [*FatalError] when the instance was fenced or is not authorized; and an
+// error wrapping [ErrRecreated] when the outcome could not be confirmed, in
+// which case the session already discarded its client and will open a fresh
+// one (fencing the old) on the next call.
+func (s *Session) End(ctx context.Context, commit bool) error {
+	if !s.inTxn {
+		return nil
+	}
+	s.inTxn = false
+	committed, err := s.gts.End(ctx, kgo.TransactionEndTry(commit))
+	switch {
+	case err == nil && committed == commit:
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: the group rebalanced or the coordinator asked for an abort", ErrAborted)
+	case isFatalKafka(err):
+		return classifyFatal("end transaction", s.cfg.TransactionalID, err)
+	}
+	// The outcome is unknown: the commit may or may not have landed. Never
+	// reuse this producer; a fresh InitProducerID settles it either way.
+	s.log.Warn("transaction outcome unknown; re-creating the producer and consumer",
+		"transactional_id", s.cfg.TransactionalID, "err", err)
+	s.discard()
+	if !s.closed && ctx.Err() == nil {
+		if rerr := s.open(ctx); rerr != nil {
+			s.log.Warn("re-opening the session failed; will retry on next poll", "err", rerr)
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrRecreated, err)
+}
+
+func (s *Session) discard() {
+	if s.gts == nil {
+		return
+	}
+	s.gts.Close()
+	s.gts = nil
+}
+
+// Close aborts an open transaction (bounded by ctx) and leaves the group.
+func (s *Session) Close(ctx context.Context) error {
+	var err error
+	s.closed = true
+	if s.inTxn && s.gts != nil {
+		err = s.End(ctx, false)
+	}
+	s.discard()
+	return err
+}
