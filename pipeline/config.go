@@ -60,14 +60,18 @@ func defaults() config {
 
 // Brokers sets the seed brokers, "host:port" each. Required unless
 // ClientOpts carries kgo.SeedBrokers.
-func Brokers(addrs ...string) Opt { return opt(func(c *config) { c.brokers = append(c.brokers, addrs...) }) }
+func Brokers(addrs ...string) Opt {
+	return opt(func(c *config) { c.brokers = append(c.brokers, addrs...) })
+}
 
 // Group sets the consumer group. Required. Instances of one pipeline share a
 // group and split its partitions.
 func Group(name string) Opt { return opt(func(c *config) { c.group = name }) }
 
 // Topics sets the input topics. Required.
-func Topics(topics ...string) Opt { return opt(func(c *config) { c.topics = append(c.topics, topics...) }) }
+func Topics(topics ...string) Opt {
+	return opt(func(c *config) { c.topics = append(c.topics, topics...) })
+}
 
 // InstanceID names this instance. Required. It must be stable across
 // restarts of the same instance and unique among instances running at once:
@@ -130,7 +134,9 @@ func HeartbeatInterval(d time.Duration) Opt { return opt(func(c *config) { c.hea
 // ResetOffset is where a partition with no committed offset starts.
 // Default kgo.NewOffset().AtStart() (earliest), so nothing written before
 // the group first ran is skipped.
-func ResetOffset(o kgo.Offset) Opt { return opt(func(c *config) { c.resetOffset, c.resetSet = o, true }) }
+func ResetOffset(o kgo.Offset) Opt {
+	return opt(func(c *config) { c.resetOffset, c.resetSet = o, true })
+}
 
 // Logger sets the logger. Default: discard.
 func Logger(l *slog.Logger) Opt { return opt(func(c *config) { c.logger = l }) }

@@ -74,26 +74,6 @@ func CopyRecord(out string, src *kgo.Record) *kgo.Record {
 	}
 }
 
-// SourceOf reads the source headers that CopyRecord and
-// sinks.DeadLetterRecord write.
-func SourceOf(r *kgo.Record) (verify.Source, error) {
-	t, ok1 := sinks.Header(r, sinks.HeaderSourceTopic)
-	p, ok2 := sinks.Header(r, sinks.HeaderSourcePartition)
-	o, ok3 := sinks.Header(r, sinks.HeaderSourceOffset)
-	if !ok1 || !ok2 || !ok3 {
-		return verify.Source{}, fmt.Errorf("no source headers")
-	}
-	pn, err := strconv.ParseInt(p, 10, 32)
-	if err != nil {
-		return verify.Source{}, err
-	}
-	on, err := strconv.ParseInt(o, 10, 64)
-	if err != nil {
-		return verify.Source{}, err
-	}
-	return verify.Source{Topic: t, Partition: int32(pn), Offset: on}, nil
-}
-
 // Verify checks that out holds exactly one copy of each record of in, in
 // order per partition, and fails the test with the report otherwise.
 func Verify(t testing.TB, brokers []string, in string, outs ...string) verify.Report {
@@ -102,7 +82,7 @@ func Verify(t testing.TB, brokers []string, in string, outs ...string) verify.Re
 		ClientOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)},
 		Input:      in,
 		Outputs:    outs,
-		SourceOf:   SourceOf,
+		SourceOf:   verify.SourceFromHeaders,
 		Timeout:    time.Minute,
 	})
 	require.NoError(t, err)

@@ -10,11 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/sinks"
 )
 
 // Source names an input record.
@@ -229,4 +232,37 @@ func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout ti
 		})
 	}
 	return out, nil
+}
+
+// SourceFromHeaders reads an output record's source from the headers that
+// sinks.DeadLetterRecord writes (and that the examples and tests write on
+// their outputs): exactly.source.topic, .partition and .offset.
+func SourceFromHeaders(r *kgo.Record) (Source, error) {
+	var (
+		src  Source
+		have int
+	)
+	for _, h := range r.Headers {
+		var err error
+		switch h.Key {
+		case sinks.HeaderSourceTopic:
+			src.Topic = string(h.Value)
+		case sinks.HeaderSourcePartition:
+			var p int64
+			p, err = strconv.ParseInt(string(h.Value), 10, 32)
+			src.Partition = int32(p)
+		case sinks.HeaderSourceOffset:
+			src.Offset, err = strconv.ParseInt(string(h.Value), 10, 64)
+		default:
+			continue
+		}
+		if err != nil {
+			return Source{}, fmt.Errorf("header %s=%q: %w", h.Key, h.Value, err)
+		}
+		have++
+	}
+	if have < 3 {
+		return Source{}, errors.New("source headers missing")
+	}
+	return src, nil
 }
