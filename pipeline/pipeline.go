@@ -207,6 +207,7 @@ func (p *Pipeline[W]) sessionConfig() sinks.SessionConfig {
 		ConsumerOpts: p.cfg.consumerOpts(),
 		Group:        p.cfg.group,
 		InstanceID:   p.cfg.instanceID,
+		StaticMember: p.cfg.static,
 		Logger:       p.log,
 	}
 }

@@ -3,6 +3,8 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,14 +85,19 @@ func TestStageFailuresAbortAndRetry(t *testing.T) {
 	_, brokers := testkit.Cluster(t, 4, "in", "out")
 	const n = 4000
 	testkit.Produce(t, brokers, "in", n)
-	var calls atomic.Int64
+	var (
+		calls atomic.Int64
+		seen  sync.Map
+	)
 	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
-		// Write first, then fail on every third call: the writes of a
-		// failed call must never become visible.
+		// Write first, then fail every third batch the first time it
+		// is seen: the writes of a failed call must never become
+		// visible, and the retry must commit them once.
 		for _, r := range b.Records {
 			w.Produce(testkit.CopyRecord("out", r))
 		}
-		if calls.Add(1)%3 == 0 {
+		key := fmt.Sprintf("%d@%d", b.Partition, b.FirstOffset())
+		if _, again := seen.LoadOrStore(key, true); !again && calls.Add(1)%3 == 0 {
 			return errors.New("injected failure")
 		}
 		return nil

@@ -34,6 +34,7 @@ func (k *Kafka) Open(ctx context.Context, cfg SessionConfig) (Session[*KafkaWrit
 		ClientOpts:      cfg.ClientOpts,
 		ConsumerOpts:    cfg.ConsumerOpts,
 		TransactionalID: TransactionalID(cfg.Group, cfg.InstanceID),
+		LeaveOnClose:    cfg.StaticMember,
 		Logger:          cfg.Logger,
 	})
 	if err != nil {

@@ -57,6 +57,12 @@ type SessionConfig struct {
 	// InstanceID names this instance of the pipeline, stable across
 	// restarts. The Kafka sink derives its transactional id from it.
 	InstanceID string
+	// StaticMember is true when ConsumerOpts make the consumer a static
+	// group member (kgo.InstanceID). A static member does not leave the
+	// group when its client closes; a sink's Close must then leave
+	// explicitly (see txn.LeaveGroup), except after it was fenced, when
+	// leaving would remove its replacement.
+	StaticMember bool
 	// Logger receives the sink's log lines. Never nil.
 	Logger *slog.Logger
 }

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Config configures a [Session].
@@ -24,6 +26,11 @@ type Config struct {
 	// instances running at once: a restarted instance fences its crashed
 	// predecessor through it.
 	TransactionalID string
+	// LeaveOnClose makes Close leave the consumer group explicitly. Set it
+	// for static members (kgo.InstanceID), which do not leave on their
+	// own. A session that was fenced never leaves: its replacement holds
+	// the same instance id.
+	LeaveOnClose bool
 	// Logger receives the session's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -57,6 +64,7 @@ type Session struct {
 	gts    *kgo.GroupTransactSession
 	inTxn  bool
 	closed bool
+	fenced bool
 	// FenceDuration is how long the last fence took; for tests and logs.
 	fenceDur time.Duration
 }
@@ -156,6 +164,7 @@ func (s *Session) Begin(ctx context.Context) error {
 	}
 	if err := s.gts.Begin(); err != nil {
 		if isFatalKafka(err) {
+			s.fenced = true
 			return classifyFatal("begin", s.cfg.TransactionalID, err)
 		}
 		return fmt.Errorf("txn: begin: %w", err)
@@ -201,6 +210,7 @@ func (s *Session) End(ctx context.Context, commit bool) error {
 	case err == nil:
 		return fmt.Errorf("%w: the group rebalanced or the coordinator asked for an abort", ErrAborted)
 	case isFatalKafka(err):
+		s.fenced = true
 		return classifyFatal("end transaction", s.cfg.TransactionalID, err)
 	}
 	// The outcome is unknown: the commit may or may not have landed. Never
@@ -231,6 +241,50 @@ func (s *Session) Close(ctx context.Context) error {
 	if s.inTxn && s.gts != nil {
 		err = s.End(ctx, false)
 	}
+	var group, member, instance string
+	if s.gts != nil {
+		cl := s.gts.Client()
+		group, _ = cl.OptValue(kgo.ConsumerGroup).(string)
+		instance, _ = cl.OptValue(kgo.InstanceID).(string)
+		member, _ = cl.GroupMetadata()
+	}
 	s.discard()
+	if s.cfg.LeaveOnClose && !s.fenced && member != "" && instance != "" {
+		if lerr := LeaveGroup(ctx, s.cfg.ClientOpts, group, member, instance); lerr != nil {
+			s.log.Warn("leaving the group", "err", lerr)
+		}
+	}
 	return err
+}
+
+// LeaveGroup makes the static member (memberID, instanceID) leave group, so
+// its partitions are reassigned at once instead of after the session
+// timeout. The broker refuses it (FENCED_INSTANCE_ID) if a newer member took
+// the instance id over, so a replaced instance cannot remove its successor.
+func LeaveGroup(ctx context.Context, clientOpts []kgo.Opt, group, memberID, instanceID string) error {
+	cl, err := kgo.NewClient(clientOpts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group = group
+	m := kmsg.NewLeaveGroupRequestMember()
+	m.MemberID = memberID
+	m.InstanceID = &instanceID
+	m.Reason = kmsg.StringPtr("exactly: clean shutdown")
+	req.Members = append(req.Members, m)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("txn: leaving group %q as %q: %w", group, instanceID, err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return fmt.Errorf("txn: leaving group %q as %q: %w", group, instanceID, err)
+	}
+	for _, m := range resp.Members {
+		if err := kerr.ErrorForCode(m.ErrorCode); err != nil {
+			return fmt.Errorf("txn: leaving group %q as %q: %w", group, instanceID, err)
+		}
+	}
+	return nil
 }
