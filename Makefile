@@ -1,0 +1,84 @@
+# Build, test and local services for exactly.
+#
+#   make test              vet + unit tests + start services + integration tests (what CI runs)
+#   make unit              unit tests (race detector), no services needed
+#   make integration       integration tests against running services (fail if absent)
+#   make services-up       PostgreSQL + single Kafka broker + 3-node Kafka cluster
+#   make kafka-down pg-down
+#
+# Variables already set in the environment win over the defaults below.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+GO ?= go
+EXACTLY_KAFKA_BROKERS ?= 127.0.0.1:9092
+EXACTLY_KAFKA_CLUSTER ?= 127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194
+EXACTLY_PG_URL ?= postgres://exactly:exactly@127.0.0.1:5432/exactly?sslmode=disable
+EXACTLY_KAFKA_SCRIPT ?= $(CURDIR)/scripts/kafka.sh
+INTEGRATION_TIMEOUT ?= 20m
+INTEGRATION_FLAGS ?=
+BENCH ?= .
+BENCH_FLAGS ?=
+
+# Environment for anything that talks to the services.
+SERVICES_ENV = EXACTLY_KAFKA_BROKERS='$(EXACTLY_KAFKA_BROKERS)' \
+	EXACTLY_KAFKA_CLUSTER='$(EXACTLY_KAFKA_CLUSTER)' \
+	EXACTLY_PG_URL='$(EXACTLY_PG_URL)' \
+	EXACTLY_KAFKA_SCRIPT='$(EXACTLY_KAFKA_SCRIPT)'
+
+
+.PHONY: test vet unit integration bench \
+	services-up services-down kafka-up kafka-cluster-up kafka-down pg-up pg-down
+
+test:
+	$(MAKE) vet
+	$(MAKE) unit
+	$(MAKE) services-up
+	$(MAKE) integration
+
+vet:
+	$(GO) vet ./...
+	@out="$$(gofmt -l .)"; if [[ -n "$$out" ]]; then \
+		echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Every package but ./integration/... (a failing `go list` fails the target).
+unit:
+	@all="$$($(GO) list ./...)"; pkgs="$$(grep -v '/integration' <<<"$$all" || true)"; \
+	if [[ -z "$$pkgs" ]]; then echo "no unit-test packages"; exit 0; fi; \
+	echo "$(GO) test -race -count=1 <$$(wc -l <<<"$$pkgs") packages, all but ./integration/...>"; \
+	$(GO) test -race -count=1 $$pkgs
+
+integration:
+	EXACTLY_REQUIRE_SERVICES=1 $(SERVICES_ENV) \
+		$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(INTEGRATION_FLAGS) ./integration/...
+
+# Benchmarks everywhere; those under ./integration/ use the services if they run
+# and skip otherwise. Example: make bench BENCH=Pipeline BENCH_FLAGS=-benchtime=5s
+bench:
+	$(SERVICES_ENV) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_FLAGS) ./...
+
+services-up:
+	$(MAKE) pg-up
+	$(MAKE) kafka-up
+	$(MAKE) kafka-cluster-up
+
+services-down:
+	$(MAKE) kafka-down
+	$(MAKE) pg-down
+
+kafka-up:
+	scripts/kafka.sh up
+
+kafka-cluster-up:
+	scripts/kafka.sh cluster-up
+
+kafka-down:
+	scripts/kafka.sh down
+
+pg-up:
+	scripts/pg.sh up
+
+pg-down:
+	scripts/pg.sh down
