@@ -165,6 +165,8 @@ func ClientOpts(opts ...kgo.Opt) Opt {
 	return opt(func(c *config) { c.clientOpts = append(c.clientOpts, opts...) })
 }
 
+const errAcks = "acks must be all (the default): acks=0 or 1 loses records when a leader fails before its followers copied them"
+
 var idRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
 func (c *config) validate() error {
@@ -236,14 +238,23 @@ func (c *config) checkClientOpts() error {
 		kgo.SeedBrokers(unsetSeed),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	}, c.clientOpts...)
-	cl, err := kgo.NewClient(probe...)
-	if err != nil {
-		return &ConfigError{Option: "ClientOpts", Value: "(kgo options)", Reason: err.Error()}
-	}
-	defer cl.Close()
 	refuse := func(name, why string) error {
 		return &ConfigError{Option: "ClientOpts", Value: name, Reason: why}
 	}
+	cl, err := kgo.NewClient(probe...)
+	if err != nil {
+		// kgo itself refuses acks other than all with idempotence;
+		// say why it matters here rather than pass its terse error on.
+		if cl2, err2 := kgo.NewClient(append(probe, kgo.DisableIdempotentWrite())...); err2 == nil {
+			acks, _ := cl2.OptValue(kgo.RequiredAcks).(kgo.Acks)
+			cl2.Close()
+			if acks != kgo.AllISRAcks() {
+				return refuse("kgo.RequiredAcks", errAcks)
+			}
+		}
+		return &ConfigError{Option: "ClientOpts", Value: "(kgo options)", Reason: err.Error()}
+	}
+	defer cl.Close()
 	if v, _ := cl.OptValue(kgo.FetchIsolationLevel).(int8); v != 1 {
 		return refuse("kgo.FetchIsolationLevel", "read_uncommitted would show the outputs of aborted transactions; the pipeline always reads committed")
 	}
@@ -251,7 +262,7 @@ func (c *config) checkClientOpts() error {
 		return refuse("kgo.DisableIdempotentWrite", "idempotent, transactional writes are how exactly-once is kept; a non-idempotent producer duplicates on retry")
 	}
 	if v, ok := cl.OptValue(kgo.RequiredAcks).(kgo.Acks); ok && v != kgo.AllISRAcks() {
-		return refuse("kgo.RequiredAcks", "acks must be all (the default): acks=0 or 1 loses records when a leader fails before its followers copied them")
+		return refuse("kgo.RequiredAcks", errAcks)
 	}
 	if v, ok := cl.OptValue(kgo.ConsumerGroup).(string); ok && v != "" {
 		return refuse("kgo.ConsumerGroup", "set the group with pipeline.Group")

@@ -1,0 +1,104 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+)
+
+// A pipeline that upper-cases order events, exactly once, on an in-process
+// cluster. Against a real cluster only the broker addresses change.
+func Example() {
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(2, "orders", "orders-upper"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	produceOrders(brokers, 100)
+
+	// The Stage: the business logic, one partition's batch at a time.
+	// Everything it produces commits in the batch's transaction, together
+	// with the consumer offsets.
+	upper := pipeline.StageFunc[*sinks.KafkaWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+		for _, r := range b.Records {
+			w.Produce(&kgo.Record{Topic: "orders-upper", Key: r.Key, Value: bytes.ToUpper(r.Value)})
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var committed int
+	p, err := pipeline.New(sinks.NewKafka(), upper,
+		pipeline.Brokers(brokers...),
+		pipeline.Group("upper"),
+		pipeline.Topics("orders"),
+		pipeline.InstanceID("worker-1"),
+		pipeline.OnCommit(func(ci pipeline.CommitInfo) {
+			if committed += ci.Records; committed == 100 {
+				cancel() // a demo stops when the input is done; a service runs on
+			}
+		}),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := p.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("committed", p.Stats().CommittedRecords)
+	// Output: committed 100
+}
+
+// New refuses configurations that would break the guarantee, and says why.
+func ExampleNew_refused() {
+	stage := pipeline.StageFunc[*sinks.KafkaWriter](func(context.Context, *pipeline.Batch, *sinks.KafkaWriter) error { return nil })
+	_, err := pipeline.New(sinks.NewKafka(), stage,
+		pipeline.Brokers("127.0.0.1:9092"),
+		pipeline.Group("g"),
+		pipeline.Topics("in"),
+		pipeline.InstanceID("w-1"),
+		pipeline.ClientOpts(kgo.RequiredAcks(kgo.LeaderAck())),
+	)
+	fmt.Println(err)
+	// Output: pipeline: invalid ClientOpts kgo.RequiredAcks: acks must be all (the default): acks=0 or 1 loses records when a leader fails before its followers copied them
+}
+
+// Middleware wraps a Stage: here a timeout per batch and an observer for
+// metrics.
+func ExampleChain() {
+	var stage pipeline.Stage[*sinks.KafkaWriter] = pipeline.StageFunc[*sinks.KafkaWriter](
+		func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error { return nil })
+	stage = pipeline.Chain(stage,
+		pipeline.Observe[*sinks.KafkaWriter](func(b *pipeline.Batch, took time.Duration, err error) {
+			// record took and err in your metrics here
+		}),
+		pipeline.Timeout[*sinks.KafkaWriter](5*time.Second),
+	)
+	fmt.Printf("%T\n", stage)
+	// Output: pipeline.StageFunc[*github.com/exactlyonce/exactly/sinks.KafkaWriter]
+}
+
+func produceOrders(brokers []string, n int) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("orders"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range n {
+		r := &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: []byte(fmt.Sprintf("order %d", i))}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
