@@ -19,27 +19,27 @@ type opt func(*config)
 func (o opt) apply(c *config) { o(c) }
 
 type config struct {
-	brokers       []string
-	group         string
-	topics        []string
-	instanceID    string
-	maxRecords    int
-	maxBytes      int
-	maxWait       time.Duration
-	concurrency   int
-	stageRetries  int
-	backoffMin    time.Duration
-	backoffMax    time.Duration
-	startTimeout  time.Duration
-	sessTimeout   time.Duration
-	txnTimeout    time.Duration
-	heartbeat     time.Duration
-	resetOffset   kgo.Offset
-	resetSet      bool
-	logger        *slog.Logger
-	clientOpts    []kgo.Opt
-	onCommit      func(CommitInfo)
-	static        bool
+	brokers      []string
+	group        string
+	topics       []string
+	instanceID   string
+	maxRecords   int
+	maxBytes     int
+	maxWait      time.Duration
+	concurrency  int
+	stageRetries int
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+	startTimeout time.Duration
+	sessTimeout  time.Duration
+	txnTimeout   time.Duration
+	heartbeat    time.Duration
+	resetOffset  kgo.Offset
+	resetSet     bool
+	logger       *slog.Logger
+	clientOpts   []kgo.Opt
+	onCommit     func(CommitInfo)
+	static       bool
 }
 
 func defaults() config {
