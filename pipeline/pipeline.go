@@ -43,11 +43,12 @@ type Stats struct {
 	CommittedTxns    int64 // committed transactions
 	AbortedTxns      int64 // transactions rolled back (stage errors, rebalances, unknown outcomes)
 	StageErrors      int64 // failed Process calls
-	Sessions         int64 // sessions opened (1 plus re-creations)
+	Sessions         int64 // sessions opened by Run
+	UnknownOutcomes  int64 // commits whose outcome was unknown and resolved by the sink
 }
 
 type stats struct {
-	records, txns, aborts, stageErrs, sessions atomic.Int64
+	records, txns, aborts, stageErrs, sessions, unknown atomic.Int64
 }
 
 // New returns a Pipeline that runs stage on the batches it consumes and
@@ -86,6 +87,7 @@ func (p *Pipeline[W]) Stats() Stats {
 		AbortedTxns:      p.stats.aborts.Load(),
 		StageErrors:      p.stats.stageErrs.Load(),
 		Sessions:         p.stats.sessions.Load(),
+		UnknownOutcomes:  p.stats.unknown.Load(),
 	}
 }
 
@@ -312,6 +314,9 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	}
 	if err := tx.Commit(endCtx); err != nil {
 		p.stats.aborts.Add(1)
+		if errors.Is(err, sinks.ErrOutcomeUnknown) {
+			p.stats.unknown.Add(1)
+		}
 		return err
 	}
 	records := 0

@@ -18,6 +18,14 @@ var (
 
 	// ErrFenced means this instance was replaced and must stop. It is fatal.
 	ErrFenced = txn.ErrFenced
+
+	// ErrOutcomeUnknown marks a commit whose outcome the sink could not
+	// confirm and had to resolve: the Kafka sink re-created its producer
+	// (whose InitProducerID aborts the transaction if it was still open)
+	// and resumes from the committed offsets; the Postgres sink re-read
+	// the offsets row. Errors that wrap it also wrap ErrAborted: whatever
+	// the outcome, nothing is lost or applied twice.
+	ErrOutcomeUnknown = txn.ErrRecreated
 )
 
 // ProduceError is a record the Stage wrote that Kafka refused (too large,
