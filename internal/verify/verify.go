@@ -85,59 +85,96 @@ func Check(ctx context.Context, o Options) (Report, error) {
 	if o.Timeout == 0 {
 		o.Timeout = time.Minute
 	}
-	rep := Report{Out: map[string]int{}}
+	in, err := ReadAll(ctx, o.ClientOpts, o.Input, o.Timeout)
+	if err != nil {
+		return Report{}, err
+	}
+	inputs := make([]Source, len(in))
+	for i, r := range in {
+		inputs[i] = Source{r.Topic, r.Partition, r.Offset}
+	}
+	var outputs []Output
+	var bad []string
+	counts := map[string]int{}
+	for _, topic := range o.Outputs {
+		out, err := ReadAll(ctx, o.ClientOpts, topic, o.Timeout)
+		if err != nil {
+			return Report{}, err
+		}
+		counts[topic] = len(out)
+		for _, r := range out {
+			src, err := o.SourceOf(r)
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err))
+				continue
+			}
+			outputs = append(outputs, Output{Where: topic, Domain: r.Partition, Source: src})
+		}
+	}
+	rep := Compare(inputs, outputs)
+	for t, n := range counts {
+		rep.Out[t] = n
+	}
+	rep.Unknown += len(bad)
+	rep.Problems = append(bad[:min(len(bad), maxProblems)], rep.Problems...)
+	if len(rep.Problems) > maxProblems {
+		rep.Problems = rep.Problems[:maxProblems]
+	}
+	return rep, nil
+}
+
+// Output is one effect as the verifier sees it: where it is (a topic or a
+// table), its ordering domain there (an output partition; 0 for a table
+// read in insertion order), and the input record it came from. Outputs are
+// given to Compare in the order they were written within each (Where,
+// Domain).
+type Output struct {
+	Where  string
+	Domain int32
+	Source Source
+}
+
+// Compare checks outputs against inputs: each input exactly once over all
+// outputs, no output without an input, and, within each ordering domain,
+// the outputs of one input partition in increasing offset order.
+func Compare(inputs []Source, outputs []Output) Report {
+	rep := Report{In: len(inputs), Out: map[string]int{}}
 	problem := func(format string, args ...any) {
 		if len(rep.Problems) < maxProblems {
 			rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
 		}
 	}
-	in, err := ReadAll(ctx, o.ClientOpts, o.Input, o.Timeout)
-	if err != nil {
-		return rep, err
+	seen := make(map[Source]int, len(inputs))
+	for _, s := range inputs {
+		seen[s] = 0
 	}
-	seen := make(map[Source]int, len(in))
-	for _, r := range in {
-		seen[Source{r.Topic, r.Partition, r.Offset}] = 0
-	}
-	rep.In = len(in)
 	type key struct {
-		outTopic string
-		outPart  int32
-		srcPart  int32
+		where   string
+		domain  int32
+		srcPart int32
 	}
 	last := map[key]int64{}
-	for _, topic := range o.Outputs {
-		out, err := ReadAll(ctx, o.ClientOpts, topic, o.Timeout)
-		if err != nil {
-			return rep, err
+	for _, o := range outputs {
+		rep.Out[o.Where]++
+		src := o.Source
+		n, ok := seen[src]
+		if !ok {
+			rep.Unknown++
+			problem("%s[%d] names source %v, which is not an input record", o.Where, o.Domain, src)
+			continue
 		}
-		rep.Out[topic] = len(out)
-		for _, r := range out {
-			src, err := o.SourceOf(r)
-			if err != nil {
-				rep.Unknown++
-				problem("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
-				continue
-			}
-			n, ok := seen[src]
-			if !ok {
-				rep.Unknown++
-				problem("%s[%d]@%d names source %v, which is not an input record", r.Topic, r.Partition, r.Offset, src)
-				continue
-			}
-			seen[src] = n + 1
-			if n > 0 {
-				rep.Duplicates++
-				problem("duplicate: source %v appears again at %s[%d]@%d", src, r.Topic, r.Partition, r.Offset)
-				continue
-			}
-			k := key{r.Topic, r.Partition, src.Partition}
-			if prev, ok := last[k]; ok && src.Offset <= prev {
-				rep.OrderViolations++
-				problem("order: %s[%d]@%d has source %v after source offset %d", r.Topic, r.Partition, r.Offset, src, prev)
-			}
-			last[k] = src.Offset
+		seen[src] = n + 1
+		if n > 0 {
+			rep.Duplicates++
+			problem("duplicate: source %v appears again in %s[%d]", src, o.Where, o.Domain)
+			continue
 		}
+		k := key{o.Where, o.Domain, src.Partition}
+		if prev, ok := last[k]; ok && src.Offset <= prev {
+			rep.OrderViolations++
+			problem("order: in %s[%d] source %v comes after source offset %d", o.Where, o.Domain, src, prev)
+		}
+		last[k] = src.Offset
 	}
 	var missing []Source
 	for s, n := range seen {
@@ -155,7 +192,7 @@ func Check(ctx context.Context, o Options) (Report, error) {
 	for _, s := range missing {
 		problem("missing: no output for %v", s)
 	}
-	return rep, nil
+	return rep
 }
 
 // ReadAll reads every committed data record of topic, from the start to the
