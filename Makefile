@@ -1,7 +1,7 @@
 # Build, test and local services for exactly.
 #
-#   make test              vet + unit tests + start services + integration tests (what CI runs)
-#   make unit              unit tests (race detector), no services needed
+#   make test              vet + start services + unit tests + integration tests (what CI runs)
+#   make unit              unit tests (race detector); Postgres tests skip if it is not up
 #   make integration       integration tests against running services (fail if absent)
 #   make services-up       PostgreSQL + single Kafka broker + 3-node Kafka cluster
 #   make kafka-down pg-down
@@ -32,10 +32,13 @@ SERVICES_ENV = EXACTLY_KAFKA_BROKERS='$(EXACTLY_KAFKA_BROKERS)' \
 .PHONY: test vet unit integration bench \
 	services-up services-down kafka-up kafka-cluster-up kafka-down pg-up pg-down
 
+# Services start before the unit tests: the Postgres sink's tests in ./sinks
+# and the ETL's Postgres mode need the database, and under `make test` a test
+# whose service is missing fails instead of skipping.
 test:
 	$(MAKE) vet
-	$(MAKE) unit
 	$(MAKE) services-up
+	EXACTLY_REQUIRE_SERVICES=1 $(MAKE) unit
 	$(MAKE) integration
 
 vet:
@@ -48,7 +51,7 @@ unit:
 	@all="$$($(GO) list ./...)"; pkgs="$$(grep -v '/integration' <<<"$$all" || true)"; \
 	if [[ -z "$$pkgs" ]]; then echo "no unit-test packages"; exit 0; fi; \
 	echo "$(GO) test -race -count=1 <$$(wc -l <<<"$$pkgs") packages, all but ./integration/...>"; \
-	$(GO) test -race -count=1 $$pkgs
+	$(SERVICES_ENV) $(GO) test -race -count=1 -timeout 15m $$pkgs
 
 integration:
 	EXACTLY_REQUIRE_SERVICES=1 $(SERVICES_ENV) \
