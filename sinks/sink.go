@@ -78,7 +78,10 @@ type Session[W any] interface {
 	// partitions are in the fetches.
 	Poll(ctx context.Context, max int) (kgo.Fetches, error)
 	// Begin starts the transaction that covers batches (one per
-	// partition, in the order they were polled).
+	// partition, in the order they were polled). If Begin fails, the
+	// session must still never skip the polled records: it rewinds their
+	// partitions, or discards its consumer so the next Poll starts at the
+	// committed offsets.
 	Begin(ctx context.Context, batches []*Batch) (Txn[W], error)
 	// Close ends the session: it leaves the group and releases
 	// connections. A Txn still open is rolled back first.

@@ -167,7 +167,11 @@ func (s *Session) Begin(ctx context.Context) error {
 			s.fenced = true
 			return classifyFatal("begin", s.cfg.TransactionalID, err)
 		}
-		return fmt.Errorf("txn: begin: %w", err)
+		// The records polled since the last End would be committed by
+		// the next one if this client went on; discard it so the next
+		// poll starts a fresh client at the committed offsets.
+		s.discard()
+		return fmt.Errorf("txn: begin: %w (session discarded; it resumes from the committed offsets)", err)
 	}
 	s.inTxn = true
 	return nil

@@ -37,6 +37,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", cfg.timeout, "give up if the run takes longer")
 	flag.IntVar(&cfg.batch, "batch", cfg.batch, "max records per transaction")
 	flag.BoolVar(&cfg.verbose, "v", false, "log the pipeline's warnings and retries")
+	flag.BoolVar(&cfg.keep, "keep", false, "with -sink postgres: keep the run's tables instead of dropping them")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -63,6 +64,7 @@ type config struct {
 	timeout      time.Duration
 	batch        int
 	verbose      bool
+	keep         bool
 	seed         uint64
 	log          io.Writer // where -v logs go
 }

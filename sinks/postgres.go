@@ -1,0 +1,379 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Postgres is the Postgres sink: the effects of each partition's batch are
+// written in a Postgres transaction together with a compare-and-set of that
+// partition's next offset in an offsets table, so the rows and the offsets
+// commit together or not at all. The consumer positions come from that
+// table, never from Kafka: when partitions are assigned, their next offsets
+// are loaded from it before anything of them is fetched.
+//
+// Each partition's batch commits in a transaction of its own, on a
+// connection of its own, so the pipeline can run the Stage on several
+// partitions at once (a pgx.Tx is not safe for concurrent use). A commit
+// therefore may succeed for some partitions of a pipeline transaction and
+// not for others; the ones that did not are rolled back and polled again,
+// and Commit returns an error wrapping [ErrAborted] naming them (see
+// [PartitionError]).
+//
+// # Fencing
+//
+// The offset update is conditional: UPDATE … SET next_offset = last+1 WHERE
+// … AND next_offset = expected, where expected is the offset this session
+// read from the table (or committed itself) and started consuming from. A
+// zombie — an instance that was paused past its session timeout while
+// another took its partitions over — updates nothing once the new owner
+// committed, and its transaction rolls back. The expected value is the
+// stored offset, not the batch's first offset: they differ when the input
+// was written by transactional producers (commit markers and aborted
+// records occupy offsets no consumer sees), so the session instead checks
+// that each batch starts with the first record it polled since that
+// offset. For a partition with no row yet
+// the condition is "no row": INSERT … ON CONFLICT DO NOTHING must insert, so
+// two first owners racing cannot both win. Under READ COMMITTED the row lock
+// of the conditional update serialises two owners of one partition: the
+// second re-evaluates its condition against the committed row and updates
+// nothing.
+//
+// # Connections
+//
+// A pipeline transaction holds one connection per partition it covers, from
+// Begin to Commit or Rollback. Size the pool (pgxpool's pool_max_conns) for
+// at least the number of input partitions one instance may own, plus what
+// the Stage uses outside its transaction handle. If a transaction covers
+// more partitions than the pool can hold, the sink opens extra connections
+// with the pool's configuration for the surplus (and logs a warning) rather
+// than deadlock.
+type Postgres struct {
+	pool     *pgxpool.Pool
+	poolCfg  *pgxpool.Config // for dedicated connections
+	maxConns int
+	cfg      pgConfig
+	table    pgx.Identifier
+	sql      pgQueries
+	begin    string // the statement that begins a partition's transaction
+}
+
+// PostgresOpt configures the Postgres sink.
+type PostgresOpt interface{ apply(*pgConfig) }
+
+type pgOpt func(*pgConfig)
+
+func (o pgOpt) apply(c *pgConfig) { o(c) }
+
+type pgConfig struct {
+	schema, table          string
+	mirror                 bool
+	start                  kgo.Offset
+	backoffMin, backoffMax time.Duration
+	txOpts                 pgx.TxOptions
+	idleTimeout            time.Duration
+}
+
+func pgDefaults() pgConfig {
+	return pgConfig{
+		schema:      "public",
+		table:       "exactly_offsets",
+		mirror:      true,
+		start:       kgo.NewOffset().AtStart(),
+		backoffMin:  20 * time.Millisecond,
+		backoffMax:  2 * time.Second,
+		idleTimeout: time.Minute,
+	}
+}
+
+// OffsetsTable sets the schema and the name of the offsets table. Default
+// "public" and "exactly_offsets". Both are quoted as identifiers, so they
+// are taken literally (case included); pass them separately, not as
+// "schema.table". Several pipelines may share one table: rows are keyed by
+// consumer group, topic and partition.
+func OffsetsTable(schema, table string) PostgresOpt {
+	return pgOpt(func(c *pgConfig) { c.schema, c.table = schema, table })
+}
+
+// MirrorToKafka makes the sink commit each partition's new offset to the
+// consumer group in Kafka too, after the Postgres transaction committed, so
+// lag dashboards and kafka-consumer-groups see progress. Default true. The
+// mirror is asynchronous and best effort (failures are logged); correctness
+// never depends on it, since positions are always loaded from Postgres.
+func MirrorToKafka(on bool) PostgresOpt { return pgOpt(func(c *pgConfig) { c.mirror = on }) }
+
+// StartOffset is where a partition that has no row in the offsets table
+// starts. Default kgo.NewOffset().AtStart() (earliest), so nothing written
+// before the pipeline first ran is skipped. With AtEnd, records written
+// before a partition's first owner started are skipped by design. The
+// pipeline's ResetOffset does not apply to the Postgres sink except when a
+// stored offset is out of range (the records were deleted by retention).
+func StartOffset(o kgo.Offset) PostgresOpt { return pgOpt(func(c *pgConfig) { c.start = o }) }
+
+// RetryBackoff bounds the delay between retries of the sink's own queries:
+// loading the offsets of newly assigned partitions (retried until the
+// partitions are revoked) and resolving a commit whose outcome was unknown.
+// Defaults 20ms and 2s; the delay doubles from min to max, with jitter.
+func RetryBackoff(minDelay, maxDelay time.Duration) PostgresOpt {
+	return pgOpt(func(c *pgConfig) { c.backoffMin, c.backoffMax = minDelay, maxDelay })
+}
+
+// TxOptions sets the options of each partition's transaction. Default: the
+// server's default isolation (READ COMMITTED unless configured otherwise).
+// The offset compare-and-set is correct at any isolation level; at
+// REPEATABLE READ and SERIALIZABLE a conflict surfaces as a serialization
+// failure, which aborts the partition's batch and is retried. Read-only
+// transactions are refused: the offsets are written in them.
+func TxOptions(o pgx.TxOptions) PostgresOpt { return pgOpt(func(c *pgConfig) { c.txOpts = o }) }
+
+// IdleInTransactionTimeout sets idle_in_transaction_session_timeout for the
+// sink's transactions. Default 1 minute; 0 keeps the server's setting. An
+// instance that is paused (SIGSTOP, a long GC, a network partition) while a
+// transaction is open keeps that transaction's locks; if it wrote rows the
+// new owner of its partitions also writes (an upsert on the same key), the
+// new owner waits on them. The server ends a transaction idle this long, so
+// the new owner can go on. The time a partition's transaction waits for the
+// Stage of other partitions counts as idle: keep the Stage well inside it.
+func IdleInTransactionTimeout(d time.Duration) PostgresOpt {
+	return pgOpt(func(c *pgConfig) { c.idleTimeout = d })
+}
+
+// ConfigError is a Postgres sink option NewPostgres refused.
+type ConfigError struct {
+	Option string // the option, as named in this package
+	Value  any    // the offending value
+	Reason string
+}
+
+// Error names the option, the value and why it was refused.
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("sinks: invalid %s %v: %s", e.Option, e.Value, e.Reason)
+}
+
+// NewPostgres returns the Postgres sink writing to the database of pool.
+// It validates the options and never connects; the offsets table must exist
+// when a session opens (see [Postgres.Migrate] and the DDL in the package
+// documentation). The pool stays the caller's: close it after the pipeline
+// stopped.
+func NewPostgres(pool *pgxpool.Pool, opts ...PostgresOpt) (*Postgres, error) {
+	if pool == nil {
+		return nil, &ConfigError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+	}
+	cfg := pgDefaults()
+	for _, o := range opts {
+		if o == nil {
+			return nil, &ConfigError{Option: "PostgresOpt", Value: nil, Reason: "nil option"}
+		}
+		o.apply(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pc := pool.Config()
+	p := &Postgres{
+		pool:     pool,
+		poolCfg:  pc,
+		maxConns: int(pc.MaxConns),
+		cfg:      cfg,
+		table:    pgx.Identifier{cfg.schema, cfg.table},
+		begin:    cfg.beginSQL(),
+	}
+	p.sql = newPgQueries(p.table.Sanitize())
+	return p, nil
+}
+
+func (c *pgConfig) validate() error {
+	if err := checkIdent("OffsetsTable", "schema", c.schema); err != nil {
+		return err
+	}
+	if err := checkIdent("OffsetsTable", "table", c.table); err != nil {
+		return err
+	}
+	switch {
+	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
+		return &ConfigError{Option: "RetryBackoff", Value: fmt.Sprintf("(%v, %v)", c.backoffMin, c.backoffMax), Reason: "need 0 < min <= max"}
+	case c.idleTimeout < 0:
+		return &ConfigError{Option: "IdleInTransactionTimeout", Value: c.idleTimeout, Reason: "must not be negative"}
+	case c.idleTimeout > 0 && c.idleTimeout < time.Millisecond:
+		return &ConfigError{Option: "IdleInTransactionTimeout", Value: c.idleTimeout, Reason: "the server counts in milliseconds; use 0 to keep the server's setting"}
+	}
+	o := c.txOpts
+	switch o.IsoLevel {
+	case "", pgx.Serializable, pgx.RepeatableRead, pgx.ReadCommitted, pgx.ReadUncommitted:
+	default:
+		return &ConfigError{Option: "TxOptions", Value: fmt.Sprintf("IsoLevel %q", o.IsoLevel), Reason: "unknown isolation level"}
+	}
+	switch o.AccessMode {
+	case "", pgx.ReadWrite:
+	case pgx.ReadOnly:
+		return &ConfigError{Option: "TxOptions", Value: "AccessMode read only", Reason: "the offsets are written in the same transaction as the effects"}
+	default:
+		return &ConfigError{Option: "TxOptions", Value: fmt.Sprintf("AccessMode %q", o.AccessMode), Reason: "unknown access mode"}
+	}
+	switch o.DeferrableMode {
+	case "", pgx.Deferrable, pgx.NotDeferrable:
+	default:
+		return &ConfigError{Option: "TxOptions", Value: fmt.Sprintf("DeferrableMode %q", o.DeferrableMode), Reason: "unknown deferrable mode"}
+	}
+	return nil
+}
+
+// checkIdent refuses identifiers Postgres would truncate or that are almost
+// certainly a mistake; quoting makes any other name safe.
+func checkIdent(opt, what, s string) error {
+	bad := func(why string) error {
+		return &ConfigError{Option: opt, Value: fmt.Sprintf("%s %q", what, s), Reason: why}
+	}
+	switch {
+	case s == "":
+		return bad("must not be empty")
+	case len(s) > 63:
+		return bad("Postgres truncates identifiers longer than 63 bytes")
+	case !utf8.ValidString(s) || strings.ContainsRune(s, 0):
+		return bad("must be valid UTF-8 without NUL bytes")
+	case strings.Contains(s, "."):
+		return bad(`contains '.': pass the schema and the table separately, OffsetsTable("public", "exactly_offsets")`)
+	}
+	return nil
+}
+
+// Table is the quoted, schema-qualified name of the offsets table.
+func (p *Postgres) Table() string { return p.table.Sanitize() }
+
+// beginSQL is the statement that begins each partition's transaction.
+func (c *pgConfig) beginSQL() string {
+	o := c.txOpts
+	var b strings.Builder
+	if o.BeginQuery != "" {
+		b.WriteString(o.BeginQuery)
+	} else {
+		b.WriteString("begin")
+		if o.IsoLevel != "" {
+			b.WriteString(" isolation level " + string(o.IsoLevel))
+		}
+		if o.AccessMode != "" {
+			b.WriteString(" " + string(o.AccessMode))
+		}
+		if o.DeferrableMode != "" {
+			b.WriteString(" " + string(o.DeferrableMode))
+		}
+	}
+	if c.idleTimeout > 0 {
+		fmt.Fprintf(&b, "; set local idle_in_transaction_session_timeout = %d", c.idleTimeout.Milliseconds())
+	}
+	return b.String()
+}
+
+// PostgresWriter is how a Stage writes its effects in Postgres mode: through
+// the transaction of its batch's partition, which also carries the
+// partition's offset update. Everything written through it commits together
+// with the offsets, or not at all.
+//
+// A PostgresWriter is used by one goroutine at a time (the pipeline calls
+// the Stage once per batch); writers of different batches have different
+// transactions and connections and may be used concurrently. Do not commit
+// or roll back the transaction yourself, and close every pgx.Rows before the
+// Stage returns. Effects written anywhere else than through the writer (the
+// pool directly, an HTTP call) are not part of the transaction.
+type PostgresWriter struct {
+	b   *Batch
+	tx  pgx.Tx
+	err error
+}
+
+// Batch is the batch this writer writes the effects of.
+func (w *PostgresWriter) Batch() *Batch { return w.b }
+
+// Tx is the batch's transaction. Use it for any SQL: queries, upserts,
+// savepoints (tx.Begin), large objects. It is nil only if the writer was
+// asked for a batch its Txn does not cover; Exec, CopyFrom and SendBatch
+// then return that error.
+func (w *PostgresWriter) Tx() pgx.Tx { return w.tx }
+
+// Exec runs sql with args in the batch's transaction.
+func (w *PostgresWriter) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if w.err != nil {
+		return pgconn.CommandTag{}, w.err
+	}
+	return w.tx.Exec(ctx, sql, args...)
+}
+
+// CopyFrom bulk-loads rows into table with the COPY protocol, in the
+// batch's transaction: the fastest way to write thousands of rows (see
+// [pgx.CopyFromRows] and [pgx.CopyFromSlice]).
+func (w *PostgresWriter) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	return w.tx.CopyFrom(ctx, table, columns, rows)
+}
+
+// SendBatch sends the queued queries of b in one round trip, in the
+// batch's transaction. Close the results before the Stage returns.
+func (w *PostgresWriter) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if w.err != nil {
+		return errBatchResults{err: w.err}
+	}
+	return w.tx.SendBatch(ctx, b)
+}
+
+// errBatchResults is the BatchResults of a writer that has no transaction.
+// The embedded interface is nil: every method is overridden.
+type errBatchResults struct {
+	pgx.BatchResults
+	err error
+}
+
+func (r errBatchResults) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, r.err }
+func (r errBatchResults) Query() (pgx.Rows, error)         { return nil, r.err }
+func (r errBatchResults) QueryRow() pgx.Row                { return errRow{r.err} }
+func (r errBatchResults) Close() error                     { return r.err }
+func (r errBatchResults) Tx() pgx.Tx                       { return nil }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// PartitionError is the failure of one partition's part of a Postgres-mode
+// commit. Nothing of that partition's batch was committed (the effects and
+// the offset rolled back together), and the partition's position is back at
+// its committed offset, so the batch is polled again. Err says why; an Err
+// wrapping [ErrAborted] is not the Stage's fault (see [IsRetryable]).
+type PartitionError struct {
+	Topic       string
+	Partition   int32
+	FirstOffset int64
+	LastOffset  int64
+	Err         error
+}
+
+// Error names the partition and the offsets that did not commit, and why.
+func (e *PartitionError) Error() string {
+	return fmt.Sprintf("sinks: postgres: %s[%d] offsets %d-%d not committed: %v",
+		e.Topic, e.Partition, e.FirstOffset, e.LastOffset, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *PartitionError) Unwrap() error { return e.Err }
+
+var (
+	// errNotOwned: the partition was revoked or lost in a rebalance
+	// between the poll and the commit.
+	errNotOwned = errors.New("the partition was revoked or lost in a rebalance")
+	// errFencedByOwner: the conditional offset update matched no row.
+	errFencedByOwner = errors.New("another owner already committed past this batch (the offset compare-and-set matched no row)")
+	// errStale: the batch is not the continuation of the partition's
+	// committed offset as this session knows it.
+	errStale = errors.New("the batch does not start at the partition's committed offset (records from before a rebalance or a rewind)")
+	// errUnknownOutcome: the commit's outcome could not be resolved yet.
+	errUnknownOutcome = errors.New("the commit's outcome is unknown; the partition's offset will be re-read from the database before it commits again")
+)

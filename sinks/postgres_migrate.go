@@ -1,0 +1,108 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// pgQueries are the sink's statements for one offsets table.
+type pgQueries struct {
+	create  string // the table's DDL
+	check   string // fails when the table is missing or lacks a column
+	load    string // next offsets of many partitions of a group
+	loadOne string
+	update  string // the compare-and-set on an existing row
+	insert  string // the compare-and-set on an absent row
+	status  string // the outcome of a transaction by its id
+	kill    string // terminates the backend still running a transaction
+}
+
+func newPgQueries(table string) pgQueries {
+	return pgQueries{
+		create: `CREATE TABLE IF NOT EXISTS ` + table + ` (
+    consumer_group text        NOT NULL,
+    topic          text        NOT NULL,
+    partition      integer     NOT NULL,
+    next_offset    bigint      NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic, partition)
+)`,
+		check: `SELECT consumer_group, topic, partition, next_offset, updated_at FROM ` + table + ` WHERE false`,
+		load: `SELECT o.topic, o.partition, o.next_offset FROM ` + table + ` o
+JOIN unnest($2::text[], $3::integer[]) AS w(topic, partition) USING (topic, partition)
+WHERE o.consumer_group = $1`,
+		loadOne: `SELECT next_offset FROM ` + table + ` WHERE consumer_group = $1 AND topic = $2 AND partition = $3`,
+		update: `UPDATE ` + table + ` SET next_offset = $5, updated_at = now()
+WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4
+RETURNING pg_current_xact_id()::text`,
+		insert: `INSERT INTO ` + table + ` (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+ON CONFLICT (consumer_group, topic, partition) DO NOTHING
+RETURNING pg_current_xact_id()::text`,
+		status: `SELECT pg_xact_status($1::xid8)`,
+		kill: `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE pid = $1 AND backend_xid IS NOT NULL
+AND backend_xid::text = (($2::text)::numeric % 4294967296)::text`,
+	}
+}
+
+// DDL is the statement that creates the offsets table, for those who manage
+// their schema with their own migration tool. [Postgres.Migrate] runs it.
+func (p *Postgres) DDL() string { return p.sql.create + ";" }
+
+// Migrate creates the offsets table (and its schema) if they do not exist.
+// It is idempotent and safe to run from many instances at once (it takes a
+// transaction-scoped advisory lock), and it never alters an existing
+// table. Run it once before the pipeline starts, or create the table with
+// [Postgres.DDL] instead: the sink itself never creates tables.
+func (p *Postgres) Migrate(ctx context.Context) error {
+	tx, err := p.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// Concurrent CREATE TABLE IF NOT EXISTS of one table can fail with a
+	// unique violation in the catalogs; the lock serialises them.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "exactly.migrate:"+p.Table()); err != nil {
+		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+	}
+	// CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
+	// database even when the schema exists, so look first.
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, p.cfg.schema).Scan(&exists); err != nil {
+		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+	}
+	if !exists {
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.cfg.schema}.Sanitize()); err != nil {
+			return fmt.Errorf("sinks: migrating %s: creating schema: %w", p.Table(), err)
+		}
+	}
+	if _, err := tx.Exec(ctx, p.sql.create); err != nil {
+		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+	}
+	return nil
+}
+
+// checkTable reports a missing or malformed offsets table plainly.
+func (p *Postgres) checkTable(ctx context.Context) error {
+	_, err := p.pool.Exec(ctx, p.sql.check)
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "42P01", "3F000": // undefined_table, invalid_schema_name
+			return fmt.Errorf("sinks: the offsets table %s does not exist: run (*sinks.Postgres).Migrate or create it with the DDL in the package documentation: %w", p.Table(), err)
+		case "42703": // undefined_column
+			return fmt.Errorf("sinks: the offsets table %s lacks a column the sink needs (see the DDL in the package documentation): %w", p.Table(), err)
+		}
+	}
+	return fmt.Errorf("sinks: checking the offsets table %s: %w", p.Table(), err)
+}

@@ -1,0 +1,543 @@
+// Package sinktest is the conformance suite every sink must pass, in the
+// manner of Watermill's pubsub/tests: one set of cases, run against each
+// sink through a small [Harness] that knows how to write an effect and how
+// to read back the visible ones.
+//
+// Each case runs on a fresh in-process kfake cluster (fresh topics and
+// group) and drives the sink's Session and Txn directly, the way the
+// pipeline does: poll, Begin, write through Writer(b), Commit or Rollback.
+// The cases check what the framework's guarantee rests on:
+//
+//   - a commit is visible, a rollback is not, and a rollback rewinds the
+//     positions so the same records are polled again;
+//   - offsets are atomic with the writes: a new session in the group resumes
+//     right after a committed batch, and at the batch after a rollback or a
+//     session closed with its transaction open;
+//   - sessions resume from the committed offsets across close and open;
+//   - Rollback is safe after Commit and safe twice;
+//   - a zombie is fenced: an instance paused past its session timeout while
+//     another took its partition over and committed the same records fails
+//     its commit, and every effect is visible exactly once.
+package sinktest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/sinks"
+)
+
+// Timeouts the cases use.
+const (
+	// SessionTimeout is the group session timeout of every session a
+	// case opens; a paused member is expired after it.
+	SessionTimeout = 2 * time.Second
+	// TransactionTimeout is the Kafka transaction timeout of the
+	// sessions, below the session timeout as the pipeline requires.
+	TransactionTimeout = 1500 * time.Millisecond
+	// PollTimeout bounds waiting for records, including the group join
+	// and, in the zombie case, the expiry of the paused member.
+	PollTimeout = 30 * time.Second
+)
+
+// Env is one case's environment: a fresh cluster with an input and an
+// output topic, a consumer group, and a unique name for anything else the
+// harness creates (tables, schemas).
+type Env struct {
+	Cluster *kfake.Cluster
+	Brokers []string
+	Input   string // the input topic
+	Output  string // the output topic, for sinks that write to Kafka
+	Group   string
+	// Name is unique to the case and usable as an SQL identifier:
+	// lower-case letters, digits and '_', starting with a letter, at most
+	// 40 bytes.
+	Name string
+	// Static makes SessionConfig open static group members (KIP-345),
+	// whose group instance id is the session's instance id, as the
+	// pipeline does by default.
+	Static bool
+}
+
+// Harness adapts a sink to the suite. W is the sink's writer type.
+type Harness[W any] interface {
+	// Sink returns the sink a case uses, after preparing whatever its
+	// effects need (an output table). Clean up with t.Cleanup.
+	Sink(t *testing.T, env Env) sinks.Sink[W]
+	// Write writes the effect of input record r through w. The effect's
+	// identity is ID(r): Effects must return it for each visible effect.
+	Write(ctx context.Context, env Env, w W, r *kgo.Record) error
+	// Effects returns the IDs of the visible (committed) effects, one per
+	// effect, duplicates included.
+	Effects(t *testing.T, env Env) []string
+}
+
+// ID is the identity of the effect of the record at topic, partition,
+// offset: "topic/partition/offset".
+func ID(topic string, partition int32, offset int64) string {
+	return topic + "/" + strconv.FormatInt(int64(partition), 10) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// RecordID is ID of r's coordinates.
+func RecordID(r *kgo.Record) string { return ID(r.Topic, r.Partition, r.Offset) }
+
+// Run runs every case against the harness, each as a subtest on a fresh
+// environment, once with dynamic group members and once with static ones.
+func Run[W any](t *testing.T, h Harness[W]) {
+	cases := []struct {
+		name string
+		fn   func(*testing.T, Harness[W], bool)
+	}{
+		{"CommitVisible", testCommitVisible[W]},
+		{"RollbackInvisibleAndRewound", testRollbackInvisible[W]},
+		{"OffsetsAtomicWithWrites", testOffsetsAtomic[W]},
+		{"ResumeAcrossSessions", testResume[W]},
+		{"RollbackSafeAfterCommitAndTwice", testRollbackSafe[W]},
+		{"ZombieFenced", func(t *testing.T, h Harness[W], static bool) { testZombie(t, h, static, true) }},
+		{"ZombieFencedFirstBatch", func(t *testing.T, h Harness[W], static bool) { testZombie(t, h, static, false) }},
+	}
+	for _, static := range []bool{false, true} {
+		mode := "Dynamic"
+		if static {
+			mode = "Static"
+		}
+		t.Run(mode, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) { c.fn(t, h, static) })
+			}
+		})
+	}
+}
+
+var caseSeq atomic.Int64
+
+// NewEnv starts a cluster with topics "in" and "out" of the given
+// partitions and writes records input records (keys k0..k(n-1)).
+func NewEnv(t *testing.T, partitions int32, records int) Env {
+	t.Helper()
+	c, brokers := testkit.Cluster(t, partitions, "in", "out")
+	if records > 0 {
+		testkit.Produce(t, brokers, "in", records)
+	}
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	name := fmt.Sprintf("c%d_%s_%s", caseSeq.Add(1), hex.EncodeToString(rnd[:]), sqlName(t.Name()))
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return Env{Cluster: c, Brokers: brokers, Input: "in", Output: "out", Group: "g_" + name, Name: name}
+}
+
+func sqlName(s string) string {
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		s = s[i+1:]
+	}
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// SessionConfig is the configuration the cases open sessions with: the
+// pipeline's consumer settings with short timeouts. extra options are
+// appended to the consumer options.
+func SessionConfig(env Env, instance string, extra ...kgo.Opt) sinks.SessionConfig {
+	consumer := []kgo.Opt{
+		kgo.ConsumerGroup(env.Group),
+		kgo.ConsumeTopics(env.Input),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.SessionTimeout(SessionTimeout),
+		kgo.RebalanceTimeout(3 * SessionTimeout),
+		kgo.HeartbeatInterval(100 * time.Millisecond),
+		kgo.TransactionTimeout(TransactionTimeout),
+		kgo.FetchMaxWait(50 * time.Millisecond),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	}
+	if env.Static {
+		consumer = append(consumer, kgo.InstanceID(instance))
+	}
+	return sinks.SessionConfig{
+		ClientOpts:   []kgo.Opt{kgo.SeedBrokers(env.Brokers...)},
+		ConsumerOpts: append(consumer, extra...),
+		Group:        env.Group,
+		InstanceID:   instance,
+		StaticMember: env.Static,
+		Logger:       Logger(),
+	}
+}
+
+// Logger discards, unless EXACTLY_TEST_LOG is set (then it logs to stderr
+// at that level: debug, info, warn).
+func Logger() *slog.Logger {
+	lvl, ok := os.LookupEnv("EXACTLY_TEST_LOG")
+	if !ok {
+		return slog.New(slog.DiscardHandler)
+	}
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(lvl))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// Open opens a session of sink and closes it when the test ends (unless
+// the test closed it first).
+func Open[W any](t *testing.T, sink sinks.Sink[W], cfg sinks.SessionConfig) sinks.Session[W] {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+	defer cancel()
+	s, err := sink.Open(ctx, cfg)
+	require.NoError(t, err, "opening a session")
+	t.Cleanup(func() { closeSession(s) })
+	return s
+}
+
+// closeSession closes s, bounded; closing twice is a no-op for the sinks.
+func closeSession[W any](s sinks.Session[W]) error {
+	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+	defer cancel()
+	return s.Close(ctx)
+}
+
+// Close closes s and fails the test if that fails.
+func Close[W any](t *testing.T, s sinks.Session[W]) {
+	t.Helper()
+	require.NoError(t, closeSession(s), "closing a session")
+}
+
+// Poll polls until it has exactly n records, and returns them as batches,
+// one per partition in the order polled. It fails the test after
+// PollTimeout.
+func Poll[W any](t *testing.T, s sinks.Session[W], n int) []*sinks.Batch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+	defer cancel()
+	var (
+		batches []*sinks.Batch
+		index   = map[string]int{}
+		got     int
+	)
+	for got < n {
+		fs, err := s.Poll(ctx, n-got)
+		require.NoError(t, err, "polling")
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			k := p.Topic + "/" + strconv.Itoa(int(p.Partition))
+			i, ok := index[k]
+			if !ok {
+				i = len(batches)
+				index[k] = i
+				batches = append(batches, &sinks.Batch{Topic: p.Topic, Partition: p.Partition})
+			}
+			batches[i].Records = append(batches[i].Records, p.Records...)
+			got += len(p.Records)
+		})
+		for _, fe := range fs.Errors() {
+			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
+				t.Logf("fetch error (retried by the client): %s[%d]: %v", fe.Topic, fe.Partition, fe.Err)
+			}
+		}
+		if got < n && ctx.Err() != nil {
+			t.Fatalf("timed out after %v polling %d records: got %d", PollTimeout, n, got)
+		}
+	}
+	return batches
+}
+
+// IDs are the IDs of the batches' records, in order.
+func IDs(batches []*sinks.Batch) []string {
+	var ids []string
+	for _, b := range batches {
+		for _, r := range b.Records {
+			ids = append(ids, RecordID(r))
+		}
+	}
+	return ids
+}
+
+// Range is the IDs of offsets [from, to) of a topic's partition.
+func Range(topic string, partition int32, from, to int64) []string {
+	var ids []string
+	for o := from; o < to; o++ {
+		ids = append(ids, ID(topic, partition, o))
+	}
+	return ids
+}
+
+// Begin begins a transaction over batches and writes every record's
+// effect through the batch's writer. Like the pipeline's, the context of
+// Begin lives until the transaction ends (the test's context): the Kafka
+// sink produces under it.
+func Begin[W any](t *testing.T, h Harness[W], env Env, s sinks.Session[W], batches []*sinks.Batch) sinks.Txn[W] {
+	t.Helper()
+	ctx := t.Context()
+	tx, err := s.Begin(ctx, batches)
+	require.NoError(t, err, "begin")
+	for _, b := range batches {
+		w := tx.Writer(b)
+		for _, r := range b.Records {
+			require.NoError(t, h.Write(ctx, env, w, r), "writing the effect of %s", RecordID(r))
+		}
+	}
+	return tx
+}
+
+// Commit commits tx, bounded by PollTimeout, and returns its error.
+func Commit[W any](tx sinks.Txn[W]) error {
+	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+	defer cancel()
+	return tx.Commit(ctx)
+}
+
+// Rollback rolls tx back, bounded by PollTimeout, and returns its error.
+func Rollback[W any](tx sinks.Txn[W]) error {
+	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+	defer cancel()
+	return tx.Rollback(ctx)
+}
+
+// RequireEffects fails the test unless the visible effects are exactly
+// want, each once (order aside).
+func RequireEffects[W any](t *testing.T, h Harness[W], env Env, want []string) {
+	t.Helper()
+	got := h.Effects(t, env)
+	counts := map[string]int{}
+	for _, id := range got {
+		counts[id]++
+	}
+	var dups []string
+	for id, n := range counts {
+		if n > 1 {
+			dups = append(dups, fmt.Sprintf("%s x%d", id, n))
+		}
+	}
+	sort.Strings(dups)
+	require.Empty(t, dups, "duplicate effects")
+	require.ElementsMatch(t, want, got, "visible effects")
+}
+
+// PauseMember turns the group's only member into a zombie: from now on the
+// cluster answers its heartbeats with success without recording them, so
+// the group expires it after its session timeout and gives its partitions
+// to the next member, while the paused member believes it still owns them
+// — as if it had been stopped (SIGSTOP, a long GC, a partition) past its
+// session timeout and woke up. It waits until the group is stable with one
+// member and returns that member's id.
+func PauseMember(t *testing.T, env Env) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var member string
+	testkit.WaitFor(t, PollTimeout, "a stable group with one member", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gs, err := adm.DescribeGroups(ctx, env.Group)
+		if err != nil {
+			return false
+		}
+		g, ok := gs[env.Group]
+		if !ok || g.Err != nil || g.State != "Stable" || len(g.Members) != 1 {
+			return false
+		}
+		member = g.Members[0].MemberID
+		return true
+	})
+	c := env.Cluster
+	c.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		hb, ok := req.(*kmsg.HeartbeatRequest)
+		if !ok || hb.MemberID != member {
+			return nil, nil, false
+		}
+		c.KeepControl()
+		return hb.ResponseKind(), nil, true
+	})
+	return member
+}
+
+func testCommitVisible[W any](t *testing.T, h Harness[W], static bool) {
+	env := NewEnv(t, 3, 90)
+	env.Static = static
+	sink := h.Sink(t, env)
+	s := Open(t, sink, SessionConfig(env, "a"))
+	batches := Poll(t, s, 90)
+	tx := Begin(t, h, env, s, batches)
+	require.NoError(t, Commit(tx), "commit")
+	RequireEffects(t, h, env, IDs(batches))
+	Close(t, s)
+}
+
+func testRollbackInvisible[W any](t *testing.T, h Harness[W], static bool) {
+	env := NewEnv(t, 2, 40)
+	env.Static = static
+	sink := h.Sink(t, env)
+	s := Open(t, sink, SessionConfig(env, "a"))
+	first := Poll(t, s, 40)
+	tx := Begin(t, h, env, s, first)
+	require.NoError(t, Rollback(tx), "rollback")
+	RequireEffects(t, h, env, nil)
+
+	// The positions are rewound: the same records come again.
+	again := Poll(t, s, 40)
+	require.ElementsMatch(t, IDs(first), IDs(again), "records polled after the rollback")
+	tx = Begin(t, h, env, s, again)
+	require.NoError(t, Commit(tx), "commit after rollback")
+	RequireEffects(t, h, env, IDs(first))
+	Close(t, s)
+}
+
+func testOffsetsAtomic[W any](t *testing.T, h Harness[W], static bool) {
+	env := NewEnv(t, 1, 100)
+	env.Static = static
+	sink := h.Sink(t, env)
+
+	// Commit 0..39, then close.
+	a := Open(t, sink, SessionConfig(env, "a"))
+	bs := Poll(t, a, 40)
+	require.Equal(t, Range("in", 0, 0, 40), IDs(bs))
+	require.NoError(t, Commit(Begin(t, h, env, a, bs)))
+	Close(t, a)
+
+	// A new session resumes right after the committed batch; roll back.
+	b := Open(t, sink, SessionConfig(env, "b"))
+	bs = Poll(t, b, 30)
+	require.Equal(t, Range("in", 0, 40, 70), IDs(bs), "a new session resumes right after the committed batch")
+	require.NoError(t, Rollback(Begin(t, h, env, b, bs)))
+	Close(t, b)
+
+	// After a rollback it resumes at the batch; close with it open.
+	c := Open(t, sink, SessionConfig(env, "c"))
+	bs = Poll(t, c, 30)
+	require.Equal(t, Range("in", 0, 40, 70), IDs(bs), "after a rollback a new session resumes at the batch")
+	_ = Begin(t, h, env, c, bs)
+	Close(t, c)
+	RequireEffects(t, h, env, Range("in", 0, 0, 40))
+
+	// After a session closed without committing it resumes at the batch.
+	d := Open(t, sink, SessionConfig(env, "d"))
+	bs = Poll(t, d, 60)
+	require.Equal(t, Range("in", 0, 40, 100), IDs(bs), "after a session closed without commit a new session resumes at the batch")
+	require.NoError(t, Commit(Begin(t, h, env, d, bs)))
+	Close(t, d)
+	RequireEffects(t, h, env, Range("in", 0, 0, 100))
+}
+
+func testResume[W any](t *testing.T, h Harness[W], static bool) {
+	const n, per = 200, 70
+	env := NewEnv(t, 2, n)
+	env.Static = static
+	sink := h.Sink(t, env)
+	var all []string
+	for i := 0; len(all) < n; i++ {
+		s := Open(t, sink, SessionConfig(env, "a"))
+		bs := Poll(t, s, min(per, n-len(all)))
+		ids := IDs(bs)
+		for _, id := range ids {
+			require.NotContains(t, all, id, "session %d polled a record already committed", i)
+		}
+		require.NoError(t, Commit(Begin(t, h, env, s, bs)))
+		all = append(all, ids...)
+		Close(t, s)
+	}
+	RequireEffects(t, h, env, all)
+
+	// New records after everything committed: the next session polls
+	// exactly those.
+	testkit.Produce(t, env.Brokers, env.Input, 10)
+	s := Open(t, sink, SessionConfig(env, "a"))
+	bs := Poll(t, s, 10)
+	for _, id := range IDs(bs) {
+		require.NotContains(t, all, id, "a record committed before was polled again")
+	}
+	require.NoError(t, Commit(Begin(t, h, env, s, bs)))
+	RequireEffects(t, h, env, append(all, IDs(bs)...))
+	Close(t, s)
+}
+
+func testRollbackSafe[W any](t *testing.T, h Harness[W], static bool) {
+	env := NewEnv(t, 1, 20)
+	env.Static = static
+	sink := h.Sink(t, env)
+	s := Open(t, sink, SessionConfig(env, "a"))
+
+	bs := Poll(t, s, 10)
+	tx := Begin(t, h, env, s, bs)
+	require.NoError(t, Commit(tx))
+	require.NoError(t, Rollback(tx), "rollback after commit")
+	require.NoError(t, Rollback(tx), "second rollback after commit")
+	RequireEffects(t, h, env, Range("in", 0, 0, 10))
+
+	bs = Poll(t, s, 10)
+	require.Equal(t, Range("in", 0, 10, 20), IDs(bs), "a rollback after commit must not rewind")
+	tx = Begin(t, h, env, s, bs)
+	require.NoError(t, Rollback(tx))
+	require.NoError(t, Rollback(tx), "second rollback")
+	RequireEffects(t, h, env, Range("in", 0, 0, 10))
+
+	bs = Poll(t, s, 10)
+	require.Equal(t, Range("in", 0, 10, 20), IDs(bs), "two rollbacks rewind once, to the committed offset")
+	require.NoError(t, Commit(Begin(t, h, env, s, bs)))
+	RequireEffects(t, h, env, Range("in", 0, 0, 20))
+	Close(t, s)
+}
+
+// testZombie: A polls and writes a batch, is paused past its session
+// timeout, B takes the partition over and commits the same records, then A
+// wakes up and commits. With precommit, A committed a batch first (the
+// partition has committed offsets); without, A's batch is the partition's
+// first.
+func testZombie[W any](t *testing.T, h Harness[W], static, precommit bool) {
+	const n = 60
+	env := NewEnv(t, 1, n)
+	env.Static = static
+	sink := h.Sink(t, env)
+	a := Open(t, sink, SessionConfig(env, "a"))
+	from := int64(0)
+	if precommit {
+		bs := Poll(t, a, 20)
+		require.NoError(t, Commit(Begin(t, h, env, a, bs)))
+		from = 20
+	}
+	zbs := Poll(t, a, 20)
+	require.Equal(t, Range("in", 0, from, from+20), IDs(zbs))
+	ztx := Begin(t, h, env, a, zbs)
+
+	PauseMember(t, env)
+	b := Open(t, sink, SessionConfig(env, "b"))
+	bs := Poll(t, b, int(n-from))
+	require.Equal(t, Range("in", 0, from, n), IDs(bs), "the new owner resumes at the committed offset")
+	require.NoError(t, Commit(Begin(t, h, env, b, bs)), "the new owner's commit")
+
+	err := Commit(ztx)
+	require.Error(t, err, "the zombie's commit must fail")
+	t.Logf("the zombie's commit failed as it must: %v", err)
+	require.True(t, sinks.IsRetryable(err) || sinks.IsFatal(err), "the zombie's commit error must be retryable or fatal: %v", err)
+	require.NoError(t, Rollback(ztx), "rollback after a failed commit")
+	RequireEffects(t, h, env, Range("in", 0, 0, n))
+	Close(t, b)
+	_ = closeSession(a) // a zombie's close may report its fencing
+}
