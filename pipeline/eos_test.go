@@ -1,0 +1,80 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/internal/eostest"
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/internal/verify"
+	"github.com/exactlyonce/exactly/pipeline"
+)
+
+// TestExactlyOnce runs the exactly-once scenarios (internal/eostest) on an
+// in-process kfake cluster, a fresh one per scenario. The same scenarios run
+// on Apache Kafka in the integration tests.
+func TestExactlyOnce(t *testing.T) {
+	eostest.Run(t, eostest.Kfake)
+}
+
+// TestStageSlowerThanTransactionTimeout: a Stage that always takes longer
+// than the transaction timeout can never commit. Run must give up after
+// StageRetries attempts and return a *StageError saying so, with nothing
+// visible — not re-create the session and retry forever (the bug this test
+// first showed: the commit's deadline, started at Begin, had expired before
+// Commit sent anything, so every attempt became an unknown outcome).
+func TestStageSlowerThanTransactionTimeout(t *testing.T) {
+	for _, honoursCtx := range []bool{true, false} {
+		t.Run(fmt.Sprintf("honours ctx %v", honoursCtx), func(t *testing.T) {
+			stageSlowerThanTxnTimeout(t, honoursCtx)
+		})
+	}
+}
+
+func stageSlowerThanTxnTimeout(t *testing.T, honoursCtx bool) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 100)
+	const txnTimeout = 2 * time.Second // newPipeline's
+	var calls atomic.Int64
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+		calls.Add(1)
+		for _, r := range b.Records {
+			w.Produce(testkit.CopyRecord("out", r))
+		}
+		// The fault under test: this Stage overruns the transaction.
+		timer := time.NewTimer(txnTimeout + 200*time.Millisecond)
+		defer timer.Stop()
+		if !honoursCtx {
+			<-timer.C
+			return nil
+		}
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	p := newPipeline(t, brokers, stage, "a", pipeline.StageRetries(2))
+	stop, done := run(p)
+	select {
+	case err := <-done:
+		var se *pipeline.StageError
+		require.ErrorAs(t, err, &se, "Run must return a *StageError for a Stage that cannot finish within the transaction timeout")
+		require.Equal(t, 3, se.Attempts)
+		require.ErrorContains(t, se, "ran past its budget")
+		require.Zero(t, p.Stats().UnknownOutcomes, "a slow stage is not an unknown commit outcome")
+	case <-time.After(30 * time.Second):
+		require.NoError(t, stop())
+		t.Fatalf("Run still running after 30s with StageRetries(2): %d stage calls, %+v", calls.Load(), p.Stats())
+	}
+	out, err := verify.ReadAll(context.Background(), []kgo.Opt{kgo.SeedBrokers(brokers...)}, "out", 30*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, out, "nothing was committed, so no output may be visible")
+}
