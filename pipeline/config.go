@@ -127,6 +127,12 @@ func SessionTimeout(d time.Duration) Opt { return opt(func(c *config) { c.sessTi
 // TransactionTimeout is the Kafka transaction timeout: a transaction open
 // this long is aborted by the broker. Default 10s. It must be below the
 // session timeout so a zombie's transaction cannot outlive its membership.
+//
+// It also budgets each batch, in both modes: the Stage gets 80% of it
+// (its ctx carries that deadline) and the commit the rest. A batch whose
+// Stage runs past its budget fails with a *StageError that says so and is
+// retried like any Stage failure; lower MaxRecords or raise this if your
+// Stage needs longer.
 func TransactionTimeout(d time.Duration) Opt { return opt(func(c *config) { c.txnTimeout = d }) }
 
 // HeartbeatInterval is the group heartbeat interval. Default 1s.

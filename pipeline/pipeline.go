@@ -162,15 +162,29 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 		case sinks.IsFatal(err):
 			return err
 		}
-		var se *StageError
-		if errors.As(err, &se) {
+		var (
+			se *StageError
+			pe *sinks.ProduceError
+			te *sinks.PartitionError
+		)
+		switch {
+		case errors.As(err, &se):
 			failures++
 			se.Attempts = failures
 			if se.Panic != nil || failures > p.cfg.stageRetries {
 				return se
 			}
 			p.log.Warn("stage failed; transaction aborted, retrying", "err", err, "attempt", failures)
-		} else {
+		case (errors.As(err, &pe) || errors.As(err, &te)) && !sinks.IsRetryable(err):
+			// The sink refused the Stage's output (a record too large, a
+			// constraint the database rejects): the same batch fails
+			// the same way, so it counts toward StageRetries too.
+			failures++
+			if failures > p.cfg.stageRetries {
+				return fmt.Errorf("pipeline: the sink refused the batch's output %d times in a row (nothing of it was committed): %w", failures, err)
+			}
+			p.log.Warn("the sink refused the batch's output; transaction aborted, retrying", "err", err, "attempt", failures)
+		default:
 			p.log.Info("transaction not committed; retrying from the committed offsets", "err", err)
 		}
 		if !backoff.wait(ctx) {
@@ -234,7 +248,7 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*Ba
 	for n < p.cfg.maxRecords && size < p.cfg.maxBytes {
 		fs, err := sess.Poll(waitCtx, p.cfg.maxRecords-n)
 		if err != nil {
-			if n > 0 {
+			if n > 0 && !sinks.IsFatal(err) {
 				// Never drop what was polled: a later commit
 				// would move the offsets past it.
 				break
@@ -289,22 +303,39 @@ type tp struct {
 // runTxn runs the stage on batches inside one transaction and commits it.
 func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches []*Batch, start time.Time) error {
 	// A transaction, once begun, is ended on a context that outlives a
-	// cancelled ctx: abandoning it half-way would leave the client in an
-	// unknown state.
-	endCtx, cancelEnd := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
-	defer cancelEnd()
+	// cancelled ctx, with a budget of its own: abandoning it half-way would
+	// leave the client in an unknown state.
+	endCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
+	}
 
 	tx, err := sess.Begin(ctx, batches)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if rerr := tx.Rollback(endCtx); rerr != nil && !sinks.IsRetryable(rerr) {
+		rctx, cancel := endCtx()
+		defer cancel()
+		if rerr := tx.Rollback(rctx); rerr != nil && !sinks.IsRetryable(rerr) {
 			p.log.Warn("rollback", "err", rerr)
 		}
 	}()
 
-	if err := p.process(ctx, tx, batches); err != nil {
+	// The Stage must finish well inside the transaction timeout, or the
+	// broker aborts the transaction under it. Past the stage budget the
+	// batch fails like any Stage error: retried, and after StageRetries
+	// failures returned from Run, instead of retried forever.
+	sctx, cancel := context.WithTimeout(ctx, p.stageBudget())
+	err = p.process(sctx, tx, batches)
+	serr := sctx.Err() // before cancel, which would make it Canceled
+	cancel()
+	if err == nil && ctx.Err() == nil && serr != nil {
+		err = serr
+	}
+	if err != nil && ctx.Err() == nil && errors.Is(serr, context.DeadlineExceeded) {
+		err = p.tooSlow(batches, err)
+	}
+	if err != nil {
 		p.stats.aborts.Add(1)
 		return err
 	}
@@ -312,7 +343,10 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		p.stats.aborts.Add(1)
 		return ctx.Err()
 	}
-	if err := tx.Commit(endCtx); err != nil {
+	cctx, cancelCommit := endCtx()
+	err = tx.Commit(cctx)
+	cancelCommit()
+	if err != nil {
 		p.stats.aborts.Add(1)
 		if errors.Is(err, sinks.ErrOutcomeUnknown) {
 			p.stats.unknown.Add(1)
@@ -329,6 +363,24 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		p.cfg.onCommit(CommitInfo{Records: records, Partitions: len(batches), Took: time.Since(start)})
 	}
 	return nil
+}
+
+// stageBudget is how long the Stage may take on one transaction's batches:
+// 80% of the transaction timeout, leaving the rest for the commit.
+func (p *Pipeline[W]) stageBudget() time.Duration { return p.cfg.txnTimeout * 4 / 5 }
+
+// tooSlow turns the failure of a batch whose Stage ran out of its budget
+// into a StageError that says so.
+func (p *Pipeline[W]) tooSlow(batches []*Batch, err error) error {
+	var se *StageError
+	if !errors.As(err, &se) {
+		b := batches[0]
+		se = &StageError{Topic: b.Topic, Partition: b.Partition, FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset()}
+		p.stats.stageErrs.Add(1) // safeProcess counted the others
+	}
+	se.Err = fmt.Errorf("the stage ran past its budget of %v (80%% of the transaction timeout %v); lower MaxRecords or raise TransactionTimeout: %w",
+		p.stageBudget(), p.cfg.txnTimeout, err)
+	return se
 }
 
 // process runs the stage on each batch, up to Concurrency at once. The
