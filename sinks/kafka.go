@@ -73,6 +73,10 @@ type kafkaTxn struct {
 	done  bool
 	errMu sync.Mutex
 	err   error
+	// promises counts records whose promise has not run: kgo calls the
+	// promise of a record it refuses before buffering asynchronously,
+	// and Flush does not wait for it.
+	promises sync.WaitGroup
 }
 
 func (t *kafkaTxn) Writer(b *Batch) *KafkaWriter { return &KafkaWriter{t: t, b: b} }
@@ -100,6 +104,9 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 	// Flush first so a refused record aborts the transaction instead of
 	// committing the batch without it.
 	if err := s.Flush(ctx); err != nil {
+		return t.end(ctx, false, err)
+	}
+	if err := waitCtx(ctx, &t.promises); err != nil {
 		return t.end(ctx, false, err)
 	}
 	if perr := t.produceErr(); perr != nil {
@@ -147,11 +154,25 @@ func (w *KafkaWriter) Produce(r *kgo.Record) {
 		w.t.fail("", errors.New("record has no topic"))
 		return
 	}
+	w.t.promises.Add(1)
 	w.t.ks.s.Produce(w.t.ctx, r, func(r *kgo.Record, err error) {
 		if err != nil {
 			w.t.fail(r.Topic, err)
 		}
+		w.t.promises.Done()
 	})
+}
+
+// waitCtx waits for wg, or until ctx is done.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // DeadLetter produces src to the dead-letter topic with the reason and its

@@ -114,6 +114,12 @@ type partState struct {
 	// change or the last Begin, -1 if none: a batch commits only if it
 	// starts there, so records the caller dropped are never skipped.
 	pending int64
+	// polled is how many records were polled since pending was set: a
+	// batch commits only if it holds exactly those, so a batch that mixes
+	// an old cursor's records with a new one's (a revoke and re-assignment
+	// inside one collect) never commits, and neither does one whose tail
+	// the caller dropped.
+	polled int
 	// startAt is the first offset of the first batch begun without a row:
 	// where the partition rewinds to while it has no row.
 	startAt int64
@@ -296,7 +302,11 @@ func (s *pgSession) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 		}
 		k := topicPart{ftp.Topic, ftp.Partition}
 		st := s.parts[k]
-		if st == nil || !st.owned || st.pending >= 0 {
+		if st == nil || !st.owned {
+			return
+		}
+		if st.pending >= 0 {
+			st.polled += len(ftp.Records)
 			return
 		}
 		// Records of a partition that changed while the poll ran may
@@ -309,6 +319,7 @@ func (s *pgSession) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 			return
 		}
 		st.pending = ftp.Records[0].Offset
+		st.polled = len(ftp.Records)
 	})
 	s.mu.Unlock()
 	for _, fe := range fs.Errors() {
@@ -350,7 +361,7 @@ func (s *pgSession) Begin(ctx context.Context, batches []*Batch) (Txn[*PostgresW
 		case st.dirty:
 			pp.skip = errUnknownOutcome
 			reload = append(reload, pp.k)
-		case st.pending != pp.first || (st.hasRow && pp.first < st.next):
+		case st.pending != pp.first || st.polled != len(b.Records) || (st.hasRow && pp.first < st.next):
 			// The batch holds records from before a change, or the
 			// caller dropped records polled before it: the position
 			// may be past records that are not in the batch. Put it

@@ -154,7 +154,16 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	if err := s.ensure(ctx); err != nil {
 		return nil, err
 	}
-	return s.gts.PollRecords(ctx, max), nil
+	fs := s.gts.PollRecords(ctx, max)
+	for _, fe := range fs.Errors() {
+		// kgo rejoins after FENCED_INSTANCE_ID, which would take the
+		// group slot back from the instance that replaced us: stop.
+		if errors.Is(fe.Err, kerr.FencedInstanceID) {
+			s.fenced = true
+			return fs, classifyFatal("poll", s.cfg.TransactionalID, fe.Err)
+		}
+	}
+	return fs, nil
 }
 
 // Begin begins a transaction.
