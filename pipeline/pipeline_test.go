@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
@@ -108,4 +110,27 @@ func TestStageFailuresAbortAndRetry(t *testing.T) {
 	require.NoError(t, stop())
 	require.Positive(t, p.Stats().AbortedTxns, "no transaction was aborted: the test injected nothing")
 	testkit.Verify(t, brokers, "in", "out")
+}
+
+// lag is the number of input records the group has not committed.
+func lag(t *testing.T, brokers []string, topic, group string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	require.NoError(t, err)
+	offs, err := adm.FetchOffsets(ctx, group)
+	require.NoError(t, err)
+	var l int64
+	ends.Each(func(lo kadm.ListedOffset) {
+		at := int64(0)
+		if c, ok := offs.Lookup(lo.Topic, lo.Partition); ok && c.At > 0 {
+			at = c.At
+		}
+		l += lo.Offset - at
+	})
+	return l
 }

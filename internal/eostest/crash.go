@@ -1,0 +1,224 @@
+package eostest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+)
+
+// Environment of the worker process CrashRestart starts: the test binary
+// again, running only the test that calls CrashWorker.
+const (
+	envWorkerBrokers = "EXACTLY_IT_WORKER_BROKERS"
+	envWorkerTopics  = "EXACTLY_IT_WORKER_TOPICS" // "in,out,group"
+	envWorkerKillAt  = "EXACTLY_IT_WORKER_KILL_AT_TXN_OFFSET_COMMIT"
+)
+
+// The worker's timeouts: long, so that a restart that waited for the
+// orphaned transaction or the dead member would be obvious.
+const (
+	workerSessionTimeout     = 30 * time.Second
+	workerTransactionTimeout = 20 * time.Second
+	workerInstance           = "crashy"
+)
+
+// killAtTxnOffsetCommit SIGKILLs the process right after the n-th
+// TxnOffsetCommit response: the transaction then holds its output and its
+// offsets but has no EndTxn.
+type killAtTxnOffsetCommit struct {
+	n    int64
+	seen atomic.Int64
+}
+
+func (h *killAtTxnOffsetCommit) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	const txnOffsetCommit = 28
+	if key == txnOffsetCommit && err == nil && h.seen.Add(1) == h.n {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+}
+
+// CrashWorker is the body of the worker process of CrashRestart: a test
+// binary that runs CrashRestart must have a test, named as CrashRestart is
+// told, that calls CrashWorker and nothing else. Run in a normal test run it
+// skips. The worker copies the input to the output, prints "COMMIT n" after
+// every committed transaction, and stops cleanly on SIGTERM.
+func CrashWorker(t *testing.T) {
+	brokers := os.Getenv(envWorkerBrokers)
+	if brokers == "" {
+		t.Skip("runs only as CrashRestart's child process")
+	}
+	names := strings.Split(os.Getenv(envWorkerTopics), ",")
+	require.Len(t, names, 3, envWorkerTopics)
+	in, out, group := names[0], names[1], names[2]
+	opts := []pipeline.Opt{
+		pipeline.Brokers(strings.Split(brokers, ",")...),
+		pipeline.Group(group),
+		pipeline.Topics(in),
+		pipeline.InstanceID(workerInstance),
+		pipeline.MaxRecords(200),
+		pipeline.MaxWait(50 * time.Millisecond),
+		pipeline.SessionTimeout(workerSessionTimeout),
+		pipeline.TransactionTimeout(workerTransactionTimeout),
+		pipeline.Backoff(10*time.Millisecond, 500*time.Millisecond),
+		pipeline.OnCommit(func(ci pipeline.CommitInfo) { fmt.Printf("COMMIT %d\n", ci.Records) }),
+	}
+	if n, _ := strconv.Atoi(os.Getenv(envWorkerKillAt)); n > 0 {
+		opts = append(opts, pipeline.ClientOpts(kgo.WithHooks(&killAtTxnOffsetCommit{n: int64(n)})))
+	}
+	stage := pipeline.StageFunc[*sinks.KafkaWriter](func(_ context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+		for _, r := range b.Records {
+			w.Produce(testkit.CopyRecord(out, r))
+		}
+		return nil
+	})
+	p, err := pipeline.New(sinks.NewKafka(), stage, opts...)
+	require.NoError(t, err)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	fmt.Println("STARTED")
+	require.NoError(t, p.Run(ctx))
+	fmt.Println("STOPPED")
+}
+
+type worker struct {
+	cmd     *exec.Cmd
+	started time.Time
+	commits chan int      // records per committed transaction
+	done    chan struct{} // closed when the process exited
+	err     error         // cmd.Wait's result, once done is closed
+}
+
+func startWorker(t *testing.T, workerTest string, brokers []string, rig *Rig, killAt int) *worker {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+workerTest+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		envWorkerBrokers+"="+strings.Join(brokers, ","),
+		envWorkerTopics+"="+rig.In+","+rig.Out+","+rig.Group,
+		envWorkerKillAt+"="+strconv.Itoa(killAt),
+	)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	w := &worker{cmd: cmd, commits: make(chan int, 4096), done: make(chan struct{})}
+	w.started = time.Now()
+	require.NoError(t, cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if n, ok := strings.CutPrefix(sc.Text(), "COMMIT "); ok {
+				v, _ := strconv.Atoi(n)
+				select {
+				case w.commits <- v:
+				default:
+				}
+			}
+		}
+		w.err = cmd.Wait()
+		close(w.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-w.done
+	})
+	return w
+}
+
+// requireKilled waits for w to die of SIGKILL.
+func requireKilled(t *testing.T, w *worker, timeout time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-w.done:
+		var ee *exec.ExitError
+		require.ErrorAs(t, w.err, &ee, "%s: worker exited without being killed", what)
+		ws, _ := ee.Sys().(syscall.WaitStatus)
+		require.Equal(t, syscall.SIGKILL, ws.Signal(), "%s: worker was not SIGKILLed: %v", what, w.err)
+	case <-time.After(timeout):
+		t.Fatalf("%s: worker was not killed within %v", what, timeout)
+	}
+}
+
+// TxnState is the state of transactional id id, as the broker describes it.
+func TxnState(t *testing.T, brokers []string, id string) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := kadm.NewClient(cl).DescribeTransactions(ctx, id)
+	require.NoError(t, err)
+	require.NoError(t, d[id].Err)
+	return d[id].State
+}
+
+// CrashRestart SIGKILLs a worker process right after its third
+// TxnOffsetCommit response, before EndTxn — the crash that leaves a
+// transaction open with pending offsets — and restarts it with the same
+// instance id, three times. Each restart must commit its first transaction
+// well within the transaction timeout (20s; the session timeout is 30s): it
+// fences the orphaned transaction at start instead of waiting for the
+// broker to time it out. The restarted worker is SIGKILLed again after its
+// first commit; a final worker drains the input and stops with SIGTERM.
+// The output must be exact and no transaction left open. workerTest names
+// the test of the calling binary that runs CrashWorker.
+func CrashRestart(t *testing.T, env Env, workerTest string) {
+	brokers := env.Brokers
+	rig := NewRig(t, env, 4)
+	const n = 10_000
+	rig.Produce(n)
+	txnID := sinks.TransactionalID(rig.Group, workerInstance)
+	bound := workerTransactionTimeout / 4
+
+	var restarts []time.Duration
+	for round := 1; round <= 3; round++ {
+		w := startWorker(t, workerTest, brokers, rig, 3)
+		requireKilled(t, w, env.Timeouts.Progress, fmt.Sprintf("round %d", round))
+		require.Equal(t, "Ongoing", TxnState(t, brokers, txnID), "round %d: the kill did not leave an open transaction", round)
+
+		r := startWorker(t, workerTest, brokers, rig, 0)
+		select {
+		case <-r.commits:
+			took := time.Since(r.started)
+			restarts = append(restarts, took)
+			t.Logf("round %d: restart to first commit %v (transaction timeout %v, session timeout %v)",
+				round, took.Round(time.Millisecond), workerTransactionTimeout, workerSessionTimeout)
+			require.Less(t, took, bound, "round %d: the restart waited for the orphaned transaction or the dead member", round)
+		case <-r.done:
+			t.Fatalf("round %d: the restarted worker exited: %v", round, r.err)
+		case <-time.After(env.Timeouts.Progress):
+			t.Fatalf("round %d: the restarted worker committed nothing in %v", round, env.Timeouts.Progress)
+		}
+		require.NoError(t, r.cmd.Process.Signal(syscall.SIGKILL))
+		requireKilled(t, r, env.Timeouts.Progress, fmt.Sprintf("round %d restart", round))
+	}
+	t.Logf("restart to first commit: %v", restarts)
+
+	final := startWorker(t, workerTest, brokers, rig, 0)
+	rig.WaitDrained()
+	require.NoError(t, final.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-final.done:
+		require.NoError(t, final.err, "the final worker must stop cleanly on SIGTERM")
+	case <-time.After(env.Timeouts.Progress):
+		t.Fatalf("the final worker did not stop within %v of SIGTERM", env.Timeouts.Progress)
+	}
+	rig.VerifyExact(n)
+	require.NotEqual(t, "Ongoing", TxnState(t, brokers, txnID), "a transaction was left open")
+}
