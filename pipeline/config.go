@@ -44,7 +44,7 @@ type config struct {
 
 func defaults() config {
 	return config{
-		maxRecords:   10_000,
+		maxRecords:   50_000,
 		maxBytes:     16 << 20,
 		maxWait:      100 * time.Millisecond,
 		concurrency:  runtime.GOMAXPROCS(0),
@@ -83,8 +83,10 @@ func Topics(topics ...string) Opt {
 func InstanceID(id string) Opt { return opt(func(c *config) { c.instanceID = id }) }
 
 // MaxRecords bounds the records in one transaction, over all partitions.
-// Default 10,000. A transaction has a fixed cost; thousands of records per
-// transaction amortise it.
+// Default 50,000 (MaxBytes and MaxWait usually end a batch first). A
+// transaction has a fixed cost; tens of thousands of records per transaction
+// amortise it (see BENCHMARKS.md). Lower it for a slow Stage, which must
+// finish a batch within 80% of the transaction timeout.
 func MaxRecords(n int) Opt { return opt(func(c *config) { c.maxRecords = n }) }
 
 // MaxBytes bounds the bytes (keys and values) in one transaction; a batch

@@ -56,8 +56,17 @@ func (ks *kafkaSession) Begin(ctx context.Context, batches []*Batch) (Txn[*Kafka
 	if err := ks.s.Begin(ctx); err != nil {
 		return nil, err
 	}
-	ks.cur = &kafkaTxn{ks: ks, ctx: ctx}
-	return ks.cur, nil
+	t := &kafkaTxn{ks: ks, ctx: ctx}
+	// One promise for all records of the transaction, not a closure per
+	// record.
+	t.promise = func(r *kgo.Record, err error) {
+		if err != nil {
+			t.fail(r.Topic, err)
+		}
+		t.promises.Done()
+	}
+	ks.cur = t
+	return t, nil
 }
 
 func (ks *kafkaSession) Close(ctx context.Context) error {
@@ -77,6 +86,7 @@ type kafkaTxn struct {
 	// promise of a record it refuses before buffering asynchronously,
 	// and Flush does not wait for it.
 	promises sync.WaitGroup
+	promise  func(*kgo.Record, error)
 }
 
 func (t *kafkaTxn) Writer(b *Batch) *KafkaWriter { return &KafkaWriter{t: t, b: b} }
@@ -155,12 +165,7 @@ func (w *KafkaWriter) Produce(r *kgo.Record) {
 		return
 	}
 	w.t.promises.Add(1)
-	w.t.ks.s.Produce(w.t.ctx, r, func(r *kgo.Record, err error) {
-		if err != nil {
-			w.t.fail(r.Topic, err)
-		}
-		w.t.promises.Done()
-	})
+	w.t.ks.s.Produce(w.t.ctx, r, w.t.promise)
 }
 
 // waitCtx waits for wg, or until ctx is done.
