@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
 )
@@ -118,19 +119,7 @@ func lag(t *testing.T, brokers []string, topic, group string) int64 {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	require.NoError(t, err)
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx := context.Background()
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	l, err := verify.GroupLag(context.Background(), kadm.NewClient(cl), topic, group)
 	require.NoError(t, err)
-	offs, err := adm.FetchOffsets(ctx, group)
-	require.NoError(t, err)
-	var l int64
-	ends.Each(func(lo kadm.ListedOffset) {
-		at := int64(0)
-		if c, ok := offs.Lookup(lo.Topic, lo.Partition); ok && c.At > 0 {
-			at = c.At
-		}
-		l += lo.Offset - at
-	})
 	return l
 }

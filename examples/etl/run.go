@@ -219,25 +219,7 @@ func kafkaGroupLag(ctx context.Context, brokers []string, tp topics) (int64, err
 		return 0, err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, tp.in)
-	if err != nil {
-		return 0, err
-	}
-	committed, err := adm.FetchOffsets(ctx, tp.group)
-	if err != nil {
-		return 0, err
-	}
-	var lag int64
-	ends.Each(func(lo kadm.ListedOffset) {
-		c, ok := committed.Lookup(lo.Topic, lo.Partition)
-		at := int64(0)
-		if ok && c.At >= 0 {
-			at = c.At
-		}
-		lag += lo.Offset - at
-	})
-	return lag, nil
+	return verify.GroupLag(ctx, kadm.NewClient(cl), tp.in, tp.group)
 }
 
 type runner interface {

@@ -402,26 +402,7 @@ func (s *Rig) RequireRunning(ins ...*Instance) {
 func (s *Rig) Lag() (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ends, err := s.adm.ListEndOffsets(ctx, s.In)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return 0, err
-	}
-	offs, err := s.adm.FetchOffsets(ctx, s.Group)
-	if err != nil {
-		return 0, err
-	}
-	var lag int64
-	ends.Each(func(lo kadm.ListedOffset) {
-		at := int64(0)
-		if c, ok := offs.Lookup(lo.Topic, lo.Partition); ok && c.Err == nil && c.At > 0 {
-			at = c.At
-		}
-		lag += lo.Offset - at
-	})
-	return lag, nil
+	return verify.GroupLag(ctx, s.adm, s.In, s.Group)
 }
 
 // WaitDrained waits until the group committed every input record, failing

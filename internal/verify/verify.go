@@ -303,3 +303,29 @@ func SourceFromHeaders(r *kgo.Record) (Source, error) {
 	}
 	return src, nil
 }
+
+// GroupLag is how many records of topic the consumer group has not
+// committed: the sum over partitions of the end offset minus the group's
+// committed offset (0 where it has none).
+func GroupLag(ctx context.Context, adm *kadm.Client, topic, group string) (int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, err
+	}
+	offs, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return 0, err
+	}
+	var lag int64
+	ends.Each(func(lo kadm.ListedOffset) {
+		at := int64(0)
+		if c, ok := offs.Lookup(lo.Topic, lo.Partition); ok && c.Err == nil && c.At > 0 {
+			at = c.At
+		}
+		lag += lo.Offset - at
+	})
+	return lag, nil
+}
