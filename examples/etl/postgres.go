@@ -145,20 +145,15 @@ func (m *postgresMode) runPipelines(ctx context.Context, cfg config, brokers []s
 	fmt.Fprintf(w, "Postgres sink: rows into %s and %s, offsets in %s\n", m.orders.Sanitize(), m.dead.Sanitize(), m.offsetsTbl)
 	return runInstances(ctx, cfg, w, func(i int) (runner, error) {
 		return pipeline.New(m.sink, m.stage(), pipelineOpts(cfg, brokers, tp, i)...)
-	}, func(ctx context.Context) (int64, error) {
-		return m.lag(ctx, brokers, tp)
+	}, brokers, func(ctx context.Context, adm *kadm.Client) (int64, error) {
+		return m.lag(ctx, adm, tp)
 	})
 }
 
 // lag is how many input records have no committed offset in Postgres yet;
 // the database, not Kafka, holds the truth in this mode.
-func (m *postgresMode) lag(ctx context.Context, brokers []string, tp topics) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, tp.in)
+func (m *postgresMode) lag(ctx context.Context, adm *kadm.Client, tp topics) (int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, tp.in)
 	if err != nil {
 		return 0, err
 	}

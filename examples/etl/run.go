@@ -195,8 +195,8 @@ func kafkaStage(tp topics) pipeline.Stage[*sinks.KafkaWriter] {
 func (kafkaMode) runPipelines(ctx context.Context, cfg config, brokers []string, tp topics, w io.Writer) error {
 	return runInstances(ctx, cfg, w, func(i int) (runner, error) {
 		return pipeline.New(sinks.NewKafka(), kafkaStage(tp), pipelineOpts(cfg, brokers, tp, i)...)
-	}, func(ctx context.Context) (int64, error) {
-		return kafkaGroupLag(ctx, brokers, tp)
+	}, brokers, func(ctx context.Context, adm *kadm.Client) (int64, error) {
+		return verify.GroupLag(ctx, adm, tp.in, tp.group)
 	})
 }
 
@@ -211,25 +211,23 @@ func pipelineOpts(cfg config, brokers []string, tp topics, i int) []pipeline.Opt
 	}
 }
 
-// kafkaGroupLag is how many input records the group has not committed
-// yet, from Kafka's own view of the group's offsets.
-func kafkaGroupLag(ctx context.Context, brokers []string, tp topics) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	return verify.GroupLag(ctx, kadm.NewClient(cl), tp.in, tp.group)
-}
-
 type runner interface {
 	Run(context.Context) error
 	Stats() pipeline.Stats
 }
 
 // runInstances runs cfg.instances pipelines until lag reports 0, showing
-// progress, then stops them and waits for them.
-func runInstances(ctx context.Context, cfg config, w io.Writer, mk func(i int) (runner, error), lag func(context.Context) (int64, error)) error {
+// progress, then stops them and waits for them. lag gets one admin client
+// for the whole run.
+func runInstances(ctx context.Context, cfg config, w io.Writer, mk func(i int) (runner, error),
+	brokers []string, lag func(context.Context, *kadm.Client) (int64, error)) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+
 	runners := make([]runner, cfg.instances)
 	for i := range runners {
 		r, err := mk(i)
@@ -286,7 +284,7 @@ func runInstances(ctx context.Context, cfg config, w io.Writer, mk func(i int) (
 				st.CommittedRecords, total, 100*float64(st.CommittedRecords)/float64(total),
 				float64(st.CommittedRecords)/el, st.CommittedTxns, st.AbortedTxns)
 		case <-check.C:
-			l, err := lag(ctx)
+			l, err := lag(ctx, adm)
 			if err == nil && l == 0 {
 				return finish()
 			}
