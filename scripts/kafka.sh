@@ -292,8 +292,16 @@ launch_node() {
 }
 
 random_uuid() {
-	# A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
-	head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+	# A Kafka Uuid: 16 random bytes, URL-safe base64 without padding. Like
+	# Kafka's Uuid.randomUuid, never one that starts with '-': the storage
+	# tool's argument parser would take it for a flag (1 start in 64 failed
+	# with "argument --cluster-id/-t: expected one argument").
+	local id
+	while :; do
+		id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+		[[ $id == -* ]] || break
+	done
+	printf '%s' "$id"
 }
 
 # wait_ready "NODE..." BROKERS EXPECT [kafkaready flags...]
