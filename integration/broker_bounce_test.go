@@ -16,6 +16,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // TestBrokerBounce runs two instances on the 3-broker cluster (replication
@@ -51,7 +52,7 @@ func TestBrokerBounce(t *testing.T) {
 			close(resume)
 		}
 	})
-	stage := pipeline.StageFunc[*sinks.KafkaWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+	stage := pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
 		if committed.Load() >= n*6/10 {
 			heldOnce.Do(func() { close(held) })
 			select {
@@ -153,7 +154,7 @@ func logRoles(t *testing.T, brokers []string, rig *eostest.Rig, node int) {
 			}
 		}
 	}
-	ids := []string{sinks.TransactionalID(rig.Group, "a"), sinks.TransactionalID(rig.Group, "b")}
+	ids := []string{kafkasink.TransactionalID(rig.Group, "a"), kafkasink.TransactionalID(rig.Group, "b")}
 	if tc := adm.FindTxnCoordinators(ctx, ids...); tc.Error() == nil {
 		for id, c := range tc {
 			if int(c.NodeID) == node {

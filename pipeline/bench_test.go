@@ -34,6 +34,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 const (
@@ -421,8 +422,8 @@ func (e *benchEnv) waitQuiet() {
 // names the source of each output in headers.
 func benchCopy(out string, r *kgo.Record) *kgo.Record { return testkit.CopyRecord(out, r) }
 
-func benchStage(out string) pipeline.Stage[*sinks.KafkaWriter] {
-	return pipeline.StageFunc[*sinks.KafkaWriter](func(_ context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+func benchStage(out string) pipeline.Stage[*kafkasink.Writer] {
+	return pipeline.StageFunc[*kafkasink.Writer](func(_ context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
 		for _, r := range b.Records {
 			w.Produce(benchCopy(out, r))
 		}
@@ -533,7 +534,7 @@ func (e *benchEnv) runExactly(b *testing.B, n int, opts ...pipeline.Opt) benchRe
 			}
 		}),
 	}, opts...)
-	p, err := pipeline.New(sinks.NewKafka(), benchStage(out), opts...)
+	p, err := pipeline.New(kafkasink.New(), benchStage(out), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

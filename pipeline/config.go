@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exactlyonce/exactly/sinks"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -38,7 +39,7 @@ type config struct {
 	resetSet     bool
 	logger       *slog.Logger
 	clientOpts   []kgo.Opt
-	onCommit     func(CommitInfo)
+	hooks        []Hook
 	static       bool
 }
 
@@ -160,8 +161,14 @@ func ResetOffset(o kgo.Offset) Opt {
 func Logger(l *slog.Logger) Opt { return opt(func(c *config) { c.logger = l }) }
 
 // OnCommit is called after every committed transaction, from Run's
-// goroutine; keep it fast.
-func OnCommit(fn func(CommitInfo)) Opt { return opt(func(c *config) { c.onCommit = fn }) }
+// goroutine; keep it fast. It is a [HookBatchCommitted] in function form.
+func OnCommit(fn func(CommitInfo)) Opt {
+	return opt(func(c *config) {
+		if fn != nil {
+			c.hooks = append(c.hooks, commitFunc(fn))
+		}
+	})
+}
 
 // ClientOpts passes franz-go client options through: TLS, SASL (including
 // AWS MSK IAM), client id, logger, hooks, fetch sizes. Options that would
@@ -179,7 +186,7 @@ var idRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
 func (c *config) validate() error {
 	bad := func(opt string, v any, why string, args ...any) error {
-		return &ConfigError{Option: opt, Value: v, Reason: fmt.Sprintf(why, args...)}
+		return &sinks.ConfigError{Option: "pipeline." + opt, Value: v, Reason: fmt.Sprintf(why, args...)}
 	}
 	if c.group == "" {
 		return bad("Group", `""`, "a consumer group is required")
@@ -247,7 +254,7 @@ func (c *config) checkClientOpts() error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	}, c.clientOpts...)
 	refuse := func(name, why string) error {
-		return &ConfigError{Option: "ClientOpts", Value: name, Reason: why}
+		return &sinks.ConfigError{Option: "pipeline.ClientOpts", Value: name, Reason: why}
 	}
 	cl, err := kgo.NewClient(probe...)
 	if err != nil {
@@ -260,7 +267,7 @@ func (c *config) checkClientOpts() error {
 				return refuse("kgo.RequiredAcks", errAcks)
 			}
 		}
-		return &ConfigError{Option: "ClientOpts", Value: "(kgo options)", Reason: err.Error()}
+		return &sinks.ConfigError{Option: "pipeline.ClientOpts", Value: "(kgo options)", Reason: err.Error()}
 	}
 	defer cl.Close()
 	if v, _ := cl.OptValue(kgo.FetchIsolationLevel).(int8); v != 1 {
@@ -289,7 +296,7 @@ func (c *config) checkClientOpts() error {
 	}
 	if len(c.brokers) == 0 {
 		if v, _ := cl.OptValue(kgo.SeedBrokers).([]string); len(v) == 1 && v[0] == unsetSeed {
-			return &ConfigError{Option: "Brokers", Value: "[]", Reason: "no seed brokers: use pipeline.Brokers, or kgo.SeedBrokers in ClientOpts"}
+			return &sinks.ConfigError{Option: "pipeline.Brokers", Value: "[]", Reason: "no seed brokers: use pipeline.Brokers, or kgo.SeedBrokers in ClientOpts"}
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 func TestNewRefusesBadConfig(t *testing.T) {
@@ -53,38 +54,38 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := pipeline.New(sinks.NewKafka(), stage, append(append([]pipeline.Opt{}, base...), tc.opts...)...)
-			var ce *pipeline.ConfigError
+			_, err := pipeline.New(kafkasink.New(), stage, append(append([]pipeline.Opt{}, base...), tc.opts...)...)
+			var ce *sinks.ConfigError
 			require.ErrorAs(t, err, &ce)
-			require.Equal(t, tc.option, ce.Option)
+			require.Equal(t, "pipeline."+tc.option, ce.Option)
 			require.Contains(t, ce.Reason, tc.reason)
 		})
 	}
 }
 
 func TestNewNeedsBrokers(t *testing.T) {
-	_, err := pipeline.New(sinks.NewKafka(), copyStage("out"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("w"))
-	var ce *pipeline.ConfigError
+	_, err := pipeline.New(kafkasink.New(), copyStage("out"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("w"))
+	var ce *sinks.ConfigError
 	require.ErrorAs(t, err, &ce)
-	require.Equal(t, "Brokers", ce.Option)
+	require.Equal(t, "pipeline.Brokers", ce.Option)
 
 	// Seed brokers given as a client option are enough.
-	_, err = pipeline.New(sinks.NewKafka(), copyStage("out"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("w"),
+	_, err = pipeline.New(kafkasink.New(), copyStage("out"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("w"),
 		pipeline.ClientOpts(kgo.SeedBrokers("127.0.0.1:9092")))
 	require.NoError(t, err)
 }
 
 func TestNewNeedsSinkAndStage(t *testing.T) {
-	_, err := pipeline.New[*sinks.KafkaWriter](nil, copyStage("out"))
+	_, err := pipeline.New[*kafkasink.Writer](nil, copyStage("out"))
 	require.ErrorContains(t, err, "sink")
-	_, err = pipeline.New[*sinks.KafkaWriter](sinks.NewKafka(), nil)
+	_, err = pipeline.New[*kafkasink.Writer](kafkasink.New(), nil)
 	require.ErrorContains(t, err, "stage")
 }
 
 // Unreachable brokers: Run gives up after StartTimeout with an error that
 // names the brokers, and returns no earlier than asked.
 func TestRunUnreachableBrokers(t *testing.T) {
-	p, err := pipeline.New(sinks.NewKafka(), copyStage("out"),
+	p, err := pipeline.New(kafkasink.New(), copyStage("out"),
 		pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("w"),
 		pipeline.StartTimeout(time.Second), pipeline.Backoff(10*time.Millisecond, 100*time.Millisecond),
 		pipeline.ClientOpts(kgo.RetryTimeout(500*time.Millisecond)))

@@ -9,10 +9,10 @@
 // effects the Stage wrote and the consumer offsets past the batch in ONE
 // atomic commit through its Sink:
 //
-//   - Kafka mode (sinks.NewKafka): one Kafka transaction holds the output
+//   - Kafka mode (kafkasink.New): one Kafka transaction holds the output
 //     records and the offsets, committed with the group's generation, so a
 //     zombie instance is fenced by the broker (KIP-98, KIP-447).
-//   - Postgres mode (sinks.NewPostgres): one Postgres transaction per
+//   - Postgres mode (pgsink.New): one Postgres transaction per
 //     partition holds the Stage's SQL and a compare-and-set of the stored
 //     offset, so a zombie's commit updates nothing and rolls back.
 //
@@ -56,9 +56,9 @@
 // re-created, never reused) — with exponential backoff, and returns only:
 // nil when its context is cancelled; a *StageError when the Stage panicked
 // or kept failing (nothing of that batch was committed); a fatal error
-// (IsFatal) when the instance was fenced by a newer one or is not authorized;
+// (sinks.IsFatal) when the instance was fenced by a newer one or is not authorized;
 // or the connection error when the first session could not be opened within
-// StartTimeout. Bad configuration is refused by New with a *ConfigError that
+// StartTimeout. Bad configuration is refused by New with a *sinks.ConfigError that
 // names the option and the value.
 //
 // # Embedding
@@ -68,7 +68,7 @@
 // instance has left the group. Run it under your program's context next to
 // your other workers:
 //
-//	p, err := pipeline.New(sinks.NewKafka(), stage,
+//	p, err := pipeline.New(kafkasink.New(), stage,
 //		pipeline.Brokers("kafka-1:9092"), pipeline.Group("orders-etl"),
 //		pipeline.Topics("orders"), pipeline.InstanceID(os.Getenv("POD_NAME")))
 //	if err != nil { ... }

@@ -14,6 +14,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
 )
 
 // TestExactlyOnce runs the exactly-once scenarios (internal/eostest) on an
@@ -42,7 +43,7 @@ func stageSlowerThanTxnTimeout(t *testing.T, honoursCtx bool) {
 	testkit.Produce(t, brokers, "in", 100)
 	const txnTimeout = 2 * time.Second // newPipeline's
 	var calls atomic.Int64
-	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		calls.Add(1)
 		for _, r := range b.Records {
 			w.Produce(testkit.CopyRecord("out", r))

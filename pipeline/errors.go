@@ -3,25 +3,12 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-
-	"github.com/exactlyonce/exactly/sinks"
 )
 
 var (
 	// ErrRunning is returned by Run when the pipeline is already running.
 	ErrRunning = errors.New("pipeline: Run called while already running")
 )
-
-// ConfigError is a configuration value New refused.
-type ConfigError struct {
-	Option string // the option, as named in this package
-	Value  any    // the offending value
-	Reason string
-}
-
-func (e *ConfigError) Error() string {
-	return fmt.Sprintf("pipeline: invalid %s %v: %s", e.Option, e.Value, e.Reason)
-}
 
 // StageError is a Stage failure that stopped Run: a panic, or an error that
 // persisted through every retry. The batch it names was not committed; a
@@ -47,12 +34,3 @@ func (e *StageError) Error() string {
 }
 
 func (e *StageError) Unwrap() error { return e.Err }
-
-// IsRetryable reports whether an error from a commit leaves the pipeline
-// free to go on. Fatal errors (a fenced instance, missing authorization) are
-// not retryable; see [IsFatal].
-func IsRetryable(err error) bool { return sinks.IsRetryable(err) }
-
-// IsFatal reports whether err means the instance was fenced or is not
-// authorized and must stop.
-func IsFatal(err error) bool { return sinks.IsFatal(err) }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // A pipeline that upper-cases order events, exactly once, on an in-process
@@ -29,7 +30,7 @@ func Example() {
 	// The Stage: the business logic, one partition's batch at a time.
 	// Everything it produces commits in the batch's transaction, together
 	// with the consumer offsets.
-	upper := pipeline.StageFunc[*sinks.KafkaWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+	upper := pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
 		for _, r := range b.Records {
 			w.Produce(&kgo.Record{Topic: "orders-upper", Key: r.Key, Value: bytes.ToUpper(r.Value)})
 		}
@@ -39,7 +40,7 @@ func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var committed int
-	p, err := pipeline.New(sinks.NewKafka(), upper,
+	p, err := pipeline.New(kafkasink.New(), upper,
 		pipeline.Brokers(brokers...),
 		pipeline.Group("upper"),
 		pipeline.Topics("orders"),
@@ -62,8 +63,8 @@ func Example() {
 
 // New refuses configurations that would break the guarantee, and says why.
 func ExampleNew_refused() {
-	stage := pipeline.StageFunc[*sinks.KafkaWriter](func(context.Context, *pipeline.Batch, *sinks.KafkaWriter) error { return nil })
-	_, err := pipeline.New(sinks.NewKafka(), stage,
+	stage := pipeline.StageFunc[*kafkasink.Writer](func(context.Context, *sinks.Batch, *kafkasink.Writer) error { return nil })
+	_, err := pipeline.New(kafkasink.New(), stage,
 		pipeline.Brokers("127.0.0.1:9092"),
 		pipeline.Group("g"),
 		pipeline.Topics("in"),
@@ -71,22 +72,22 @@ func ExampleNew_refused() {
 		pipeline.ClientOpts(kgo.RequiredAcks(kgo.LeaderAck())),
 	)
 	fmt.Println(err)
-	// Output: pipeline: invalid ClientOpts kgo.RequiredAcks: acks must be all (the default): acks=0 or 1 loses records when a leader fails before its followers copied them
+	// Output: exactly: invalid pipeline.ClientOpts kgo.RequiredAcks: acks must be all (the default): acks=0 or 1 loses records when a leader fails before its followers copied them
 }
 
 // Middleware wraps a Stage: here a timeout per batch and an observer for
 // metrics.
 func ExampleChain() {
-	var stage pipeline.Stage[*sinks.KafkaWriter] = pipeline.StageFunc[*sinks.KafkaWriter](
-		func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error { return nil })
+	var stage pipeline.Stage[*kafkasink.Writer] = pipeline.StageFunc[*kafkasink.Writer](
+		func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error { return nil })
 	stage = pipeline.Chain(stage,
-		pipeline.Observe[*sinks.KafkaWriter](func(b *pipeline.Batch, took time.Duration, err error) {
+		pipeline.Observe[*kafkasink.Writer](func(b *sinks.Batch, took time.Duration, err error) {
 			// record took and err in your metrics here
 		}),
-		pipeline.Timeout[*sinks.KafkaWriter](5*time.Second),
+		pipeline.Timeout[*kafkasink.Writer](5*time.Second),
 	)
 	fmt.Printf("%T\n", stage)
-	// Output: pipeline.StageFunc[*github.com/exactlyonce/exactly/sinks.KafkaWriter]
+	// Output: pipeline.StageFunc[*github.com/exactlyonce/exactly/sinks/kafkasink.Writer]
 }
 
 func produceOrders(brokers []string, n int) {

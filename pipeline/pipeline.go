@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/exactlyonce/exactly/internal/backoff"
 	"github.com/exactlyonce/exactly/sinks"
 )
 
@@ -28,13 +28,7 @@ type Pipeline[W any] struct {
 
 	running atomic.Bool
 	stats   stats
-}
-
-// CommitInfo describes one committed transaction.
-type CommitInfo struct {
-	Records    int           // input records the transaction covered
-	Partitions int           // partitions it covered
-	Took       time.Duration // from the first poll of the batch to the end of the commit
+	hooks   hooks
 }
 
 // Stats are counters since New. Safe to read while Run runs.
@@ -53,18 +47,18 @@ type stats struct {
 
 // New returns a Pipeline that runs stage on the batches it consumes and
 // commits through sink. It validates the configuration and returns a
-// [*ConfigError] naming the bad value; it never connects.
+// [*sinks.ConfigError] naming the bad value; it never connects.
 func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], error) {
 	if sink == nil {
-		return nil, &ConfigError{Option: "sink", Value: nil, Reason: "a sink is required (sinks.NewKafka() or sinks.NewPostgres(...))"}
+		return nil, &sinks.ConfigError{Option: "pipeline.sink", Value: nil, Reason: "a sink is required (kafkasink.New() or pgsink.New(...))"}
 	}
 	if stage == nil {
-		return nil, &ConfigError{Option: "stage", Value: nil, Reason: "a stage is required"}
+		return nil, &sinks.ConfigError{Option: "pipeline.stage", Value: nil, Reason: "a stage is required"}
 	}
 	cfg := defaults()
 	for _, o := range opts {
 		if o == nil {
-			return nil, &ConfigError{Option: "Opt", Value: nil, Reason: "nil option"}
+			return nil, &sinks.ConfigError{Option: "pipeline.Opt", Value: nil, Reason: "nil option"}
 		}
 		o.apply(&cfg)
 	}
@@ -76,7 +70,14 @@ func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], 
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("group", cfg.group, "instance", cfg.instanceID)
-	return &Pipeline[W]{cfg: cfg, sink: sink, stage: stage, log: log}, nil
+	pl := &Pipeline[W]{cfg: cfg, sink: sink, stage: stage, log: log}
+	for i, h := range cfg.hooks {
+		if !pl.hooks.add(h) {
+			return nil, &sinks.ConfigError{Option: "pipeline.Hooks", Value: fmt.Sprintf("hook %d (%T)", i, h),
+				Reason: "implements none of the pipeline's Hook interfaces (HookBatchCommitted, HookBatchAborted)"}
+		}
+	}
+	return pl, nil
 }
 
 // Stats returns the pipeline's counters.
@@ -98,7 +99,7 @@ func (p *Pipeline[W]) Stats() Stats {
 // Run returns nil when ctx is cancelled: a transaction in progress is
 // aborted, so its batch is processed again by whichever instance owns the
 // partition next. It returns a [*StageError] when the Stage panicked or kept
-// failing, a fatal error (see [IsFatal]) when this instance was fenced by a
+// failing, a fatal error (see [sinks.IsFatal]) when this instance was fenced by a
 // newer one or is not authorized, and the connection error when the first
 // session could not be opened within StartTimeout. Transient errors —
 // aborted transactions, rebalances, brokers that come and go, commits whose
@@ -129,7 +130,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 
 	var (
 		failures int // consecutive failed attempts of the current batch
-		backoff  = p.newBackoff()
+		bo       = backoff.New(p.cfg.backoffMin, p.cfg.backoffMax)
 	)
 	for {
 		start := time.Now()
@@ -142,7 +143,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 				return err
 			}
 			p.log.Warn("polling failed; retrying", "err", err)
-			if !backoff.wait(ctx) {
+			if !bo.Wait(ctx) {
 				return nil
 			}
 			continue
@@ -155,7 +156,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			failures = 0
-			backoff.reset()
+			bo.Reset()
 			continue
 		case ctx.Err() != nil:
 			return nil
@@ -187,7 +188,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 		default:
 			p.log.Info("transaction not committed; retrying from the committed offsets", "err", err)
 		}
-		if !backoff.wait(ctx) {
+		if !bo.Wait(ctx) {
 			return nil
 		}
 	}
@@ -195,7 +196,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 
 func (p *Pipeline[W]) openFirst(ctx context.Context) (sinks.Session[W], error) {
 	deadline := time.Now().Add(p.cfg.startTimeout)
-	backoff := p.newBackoff()
+	bo := backoff.New(p.cfg.backoffMin, p.cfg.backoffMax)
 	for {
 		octx, cancel := context.WithDeadline(ctx, deadline)
 		sess, err := p.sink.Open(octx, p.sessionConfig())
@@ -211,7 +212,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context) (sinks.Session[W], error) {
 			return nil, fmt.Errorf("pipeline: could not start within %v (brokers %v): %w", p.cfg.startTimeout, p.cfg.brokers, err)
 		}
 		p.log.Warn("opening the session failed; retrying", "err", err)
-		if !backoff.wait(ctx) {
+		if !bo.Wait(ctx) {
 			return nil, ctx.Err()
 		}
 	}
@@ -230,9 +231,9 @@ func (p *Pipeline[W]) sessionConfig() sinks.SessionConfig {
 
 // collect polls one batch per partition, bounded by MaxRecords, MaxBytes
 // and MaxWait after the first record.
-func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*Batch, error) {
+func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*sinks.Batch, error) {
 	var (
-		batches []*Batch
+		batches []*sinks.Batch
 		index   = map[tp]int{}
 		n, size int
 		timer   *time.Timer
@@ -277,7 +278,7 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*Ba
 			if !ok {
 				i = len(batches)
 				index[k] = i
-				batches = append(batches, &Batch{Topic: ftp.Topic, Partition: ftp.Partition})
+				batches = append(batches, &sinks.Batch{Topic: ftp.Topic, Partition: ftp.Partition})
 			}
 			batches[i].Records = append(batches[i].Records, ftp.Records...)
 			for _, r := range ftp.Records {
@@ -301,7 +302,7 @@ type tp struct {
 }
 
 // runTxn runs the stage on batches inside one transaction and commits it.
-func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches []*Batch, start time.Time) error {
+func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches []*sinks.Batch, start time.Time) error {
 	// A transaction, once begun, is ended on a context that outlives a
 	// cancelled ctx, with a budget of its own: abandoning it half-way would
 	// leave the client in an unknown state.
@@ -335,34 +336,86 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	if err != nil && ctx.Err() == nil && errors.Is(serr, context.DeadlineExceeded) {
 		err = p.tooSlow(batches, err)
 	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
 	if err != nil {
-		p.stats.aborts.Add(1)
+		p.aborted(ctx, batches, err)
 		return err
 	}
-	if ctx.Err() != nil {
-		p.stats.aborts.Add(1)
-		return ctx.Err()
-	}
+	commitStart := time.Now()
 	cctx, cancelCommit := endCtx()
 	err = tx.Commit(cctx)
 	cancelCommit()
 	if err != nil {
-		p.stats.aborts.Add(1)
-		if errors.Is(err, sinks.ErrOutcomeUnknown) {
-			p.stats.unknown.Add(1)
-		}
+		p.aborted(ctx, batches, err)
 		return err
 	}
-	records := 0
-	for _, b := range batches {
-		records += len(b.Records)
-	}
+	records, bytes := size(batches)
 	p.stats.records.Add(int64(records))
 	p.stats.txns.Add(1)
-	if p.cfg.onCommit != nil {
-		p.cfg.onCommit(CommitInfo{Records: records, Partitions: len(batches), Took: time.Since(start)})
-	}
+	p.hooks.batchCommitted(CommitInfo{Records: records, Bytes: bytes, Partitions: len(batches),
+		Took: time.Since(start), Commit: time.Since(commitStart)})
 	return nil
+}
+
+// size counts the records of batches and their keys' and values' bytes.
+func size(batches []*sinks.Batch) (records, bytes int) {
+	for _, b := range batches {
+		records += len(b.Records)
+		for _, r := range b.Records {
+			bytes += len(r.Key) + len(r.Value)
+		}
+	}
+	return records, bytes
+}
+
+// aborted counts a transaction that did not commit and tells the hooks why.
+func (p *Pipeline[W]) aborted(ctx context.Context, batches []*sinks.Batch, err error) {
+	reason := abortReason(ctx, err)
+	p.stats.aborts.Add(1)
+	if reason == AbortUnknownOutcome {
+		p.stats.unknown.Add(1)
+	}
+	if len(p.hooks.aborted) == 0 {
+		return
+	}
+	records, _ := size(batches)
+	if reason == AbortShutdown {
+		err = nil
+	}
+	p.hooks.batchAborted(AbortInfo{Reason: reason, Records: records, Partitions: len(batches), Err: err})
+}
+
+// abortReason classifies why a transaction did not commit.
+func abortReason(ctx context.Context, err error) AbortReason {
+	var se *StageError
+	switch {
+	case ctx.Err() != nil:
+		return AbortShutdown
+	case errors.Is(err, sinks.ErrFenced):
+		return AbortFenced
+	case errors.As(err, &se):
+		if errors.Is(se.Err, context.DeadlineExceeded) {
+			return AbortTimeout
+		}
+		return AbortStageError
+	case errors.Is(err, sinks.ErrOutcomeUnknown):
+		return AbortUnknownOutcome
+	case errors.Is(err, sinks.ErrRevoked):
+		return AbortRebalance
+	case !sinks.IsRetryable(err) && !sinks.IsFatal(err):
+		var (
+			pe *sinks.ProduceError
+			te *sinks.PartitionError
+		)
+		if errors.As(err, &pe) || errors.As(err, &te) {
+			return AbortRefused
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		return AbortTimeout
+	}
+	return AbortSinkError
 }
 
 // stageBudget is how long the Stage may take on one transaction's batches:
@@ -371,7 +424,7 @@ func (p *Pipeline[W]) stageBudget() time.Duration { return p.cfg.txnTimeout * 4 
 
 // tooSlow turns the failure of a batch whose Stage ran out of its budget
 // into a StageError that says so.
-func (p *Pipeline[W]) tooSlow(batches []*Batch, err error) error {
+func (p *Pipeline[W]) tooSlow(batches []*sinks.Batch, err error) error {
 	var se *StageError
 	if !errors.As(err, &se) {
 		b := batches[0]
@@ -385,7 +438,7 @@ func (p *Pipeline[W]) tooSlow(batches []*Batch, err error) error {
 
 // process runs the stage on each batch, up to Concurrency at once. The
 // first failure cancels the others.
-func (p *Pipeline[W]) process(ctx context.Context, tx sinks.Txn[W], batches []*Batch) error {
+func (p *Pipeline[W]) process(ctx context.Context, tx sinks.Txn[W], batches []*sinks.Batch) error {
 	if len(batches) == 1 || p.cfg.concurrency == 1 {
 		for _, b := range batches {
 			if err := p.safeProcess(ctx, b, tx.Writer(b)); err != nil {
@@ -428,7 +481,7 @@ func (p *Pipeline[W]) process(ctx context.Context, tx sinks.Txn[W], batches []*B
 }
 
 // safeProcess calls the stage, turning errors and panics into StageErrors.
-func (p *Pipeline[W]) safeProcess(ctx context.Context, b *Batch, w W) (err error) {
+func (p *Pipeline[W]) safeProcess(ctx context.Context, b *sinks.Batch, w W) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.stats.stageErrs.Add(1)
@@ -452,29 +505,4 @@ func (p *Pipeline[W]) safeProcess(ctx context.Context, b *Batch, w W) (err error
 		}
 	}
 	return nil
-}
-
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (p *Pipeline[W]) newBackoff() *backoff {
-	return &backoff{min: p.cfg.backoffMin, max: p.cfg.backoffMax, cur: p.cfg.backoffMin}
-}
-
-func (b *backoff) reset() { b.cur = b.min }
-
-// wait waits the current delay with jitter and doubles it; false if ctx
-// ended first.
-func (b *backoff) wait(ctx context.Context) bool {
-	d := b.cur/2 + rand.N(b.cur/2+1)
-	b.cur = min(b.cur*2, b.max)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

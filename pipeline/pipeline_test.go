@@ -18,16 +18,17 @@ import (
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-type kw = *sinks.KafkaWriter
+type kw = *kafkasink.Writer
 
 func copyStage(out string) pipeline.Stage[kw] {
-	return pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+	return pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		for _, r := range b.Records {
 			w.Produce(testkit.CopyRecord(out, r))
 		}
@@ -49,7 +50,7 @@ func newPipeline(t *testing.T, brokers []string, stage pipeline.Stage[kw], insta
 		pipeline.HeartbeatInterval(300 * time.Millisecond),
 		pipeline.Backoff(5*time.Millisecond, 50*time.Millisecond),
 	}, opts...)
-	p, err := pipeline.New(sinks.NewKafka(), stage, opts...)
+	p, err := pipeline.New(kafkasink.New(), stage, opts...)
 	require.NoError(t, err)
 	return p
 }
@@ -92,7 +93,7 @@ func TestStageFailuresAbortAndRetry(t *testing.T) {
 		calls atomic.Int64
 		seen  sync.Map
 	)
-	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		// Write first, then fail every third batch the first time it
 		// is seen: the writes of a failed call must never become
 		// visible, and the retry must commit them once.

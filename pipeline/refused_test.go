@@ -23,7 +23,7 @@ import (
 func TestRefusedOutputIsNeverCommitted(t *testing.T) {
 	_, brokers := testkit.Cluster(t, 1, "in", "out")
 	testkit.Produce(t, brokers, "in", 1)
-	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		for _, r := range b.Records {
 			big := testkit.CopyRecord("out", r)
 			big.Value = bytes.Repeat([]byte("x"), 2<<20)

@@ -8,13 +8,9 @@ import (
 	"github.com/exactlyonce/exactly/sinks"
 )
 
-// Batch is the records of one partition that one transaction covers, in
-// offset order. It is the same type as [sinks.Batch].
-type Batch = sinks.Batch
-
 // Stage is the business logic of a pipeline: it turns one partition's batch
 // of input records into effects written through w, the sink's writer
-// ([*sinks.KafkaWriter] in Kafka mode, [*sinks.PostgresWriter] in Postgres
+// ([*kafkasink.Writer] in Kafka mode, [*pgsink.Writer] in Postgres
 // mode).
 //
 // A Stage sees a batch of one partition, not one record, for three reasons:
@@ -44,14 +40,14 @@ type Batch = sinks.Batch
 //   - ctx is cancelled when Run stops or another partition's Stage failed;
 //     return promptly, nothing will be committed.
 type Stage[W any] interface {
-	Process(ctx context.Context, b *Batch, w W) error
+	Process(ctx context.Context, b *sinks.Batch, w W) error
 }
 
 // StageFunc adapts a function to a [Stage].
-type StageFunc[W any] func(ctx context.Context, b *Batch, w W) error
+type StageFunc[W any] func(ctx context.Context, b *sinks.Batch, w W) error
 
 // Process calls f.
-func (f StageFunc[W]) Process(ctx context.Context, b *Batch, w W) error { return f(ctx, b, w) }
+func (f StageFunc[W]) Process(ctx context.Context, b *sinks.Batch, w W) error { return f(ctx, b, w) }
 
 // Middleware wraps a Stage with behaviour of its own.
 type Middleware[W any] func(Stage[W]) Stage[W]
@@ -70,7 +66,7 @@ func Chain[W any](s Stage[W], mws ...Middleware[W]) Stage[W] {
 // transaction timeout.
 func Timeout[W any](d time.Duration) Middleware[W] {
 	return func(next Stage[W]) Stage[W] {
-		return StageFunc[W](func(ctx context.Context, b *Batch, w W) error {
+		return StageFunc[W](func(ctx context.Context, b *sinks.Batch, w W) error {
 			ctx, cancel := context.WithTimeout(ctx, d)
 			defer cancel()
 			err := next.Process(ctx, b, w)
@@ -84,9 +80,9 @@ func Timeout[W any](d time.Duration) Middleware[W] {
 
 // Observe is middleware that calls fn after each Process call with the
 // batch, how long it took and its error. Use it for metrics and logs.
-func Observe[W any](fn func(b *Batch, took time.Duration, err error)) Middleware[W] {
+func Observe[W any](fn func(b *sinks.Batch, took time.Duration, err error)) Middleware[W] {
 	return func(next Stage[W]) Stage[W] {
-		return StageFunc[W](func(ctx context.Context, b *Batch, w W) error {
+		return StageFunc[W](func(ctx context.Context, b *sinks.Batch, w W) error {
 			start := time.Now()
 			err := next.Process(ctx, b, w)
 			fn(b, time.Since(start), err)

@@ -30,14 +30,17 @@ func (b *Batch) NextOffset() int64 { return b.LastOffset() + 1 }
 
 // Sink is where a pipeline's effects and its consumer offsets are committed
 // together. W is the handle a Stage writes its output through: a
-// [*KafkaWriter] for the Kafka sink, a [*PostgresWriter] for the Postgres
+// *kafkasink.Writer for the Kafka sink, a *pgsink.Writer for the Postgres
 // sink. A Sink owns the consumer because the two are one piece: in Kafka mode
 // the consumer and the transactional producer must be the same client for
 // the offsets to join the transaction; in Postgres mode the offsets are loaded
 // from the database when partitions are assigned, before anything is fetched.
 //
-// Open is called by the pipeline once per session; a session that fails with
-// an error whose outcome is unknown is closed and a new one opened.
+// The pipeline calls Open once per Run and closes the session when Run
+// returns. A session heals itself: after a commit whose outcome is unknown
+// the Kafka sink re-creates its clients inside the same session, and the
+// Postgres sink re-reads the partition's offsets row; neither asks the
+// pipeline for a new session.
 type Sink[W any] interface {
 	Open(ctx context.Context, cfg SessionConfig) (Session[W], error)
 }

@@ -14,10 +14,11 @@
 //     so a delayed request of the old producer cannot land in a later
 //     transaction (KAFKA-17754, KIP-890).
 //
-// Errors are classified by IsFatal (fenced, unauthorized: stop) and
-// IsRetryable (aborted, re-created, retriable Kafka errors: go on). Kafka
-// error codes are the values of franz-go's kerr package.
+// Errors are the framework's vocabulary of package sinks, classified by
+// sinks.IsFatal (fenced, unauthorized: stop) and sinks.IsRetryable (aborted,
+// re-created, retriable Kafka errors: go on). Kafka error codes are the
+// values of franz-go's kerr package.
 //
-// Most programs use txn through the Kafka sink (sinks.NewKafka) and a
+// Most programs use txn through the Kafka sink (kafkasink.New) and a
 // pipeline; use it directly only to build a loop of your own.
 package txn

@@ -10,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/exactlyonce/exactly/sinks"
 )
 
 // Config configures a [Session].
@@ -54,7 +56,7 @@ type Config struct {
 //     throws its client away and opens a new one (fencing again) instead of
 //     reusing a producer that may have a delayed request in flight
 //     (KAFKA-17754, KIP-890). End then returns an error wrapping
-//     [ErrRecreated].
+//     [sinks.ErrOutcomeUnknown].
 //
 // A Session is not safe for concurrent use, except that Produce may be called
 // from many goroutines between Begin and End.
@@ -65,8 +67,6 @@ type Session struct {
 	inTxn  bool
 	closed bool
 	fenced bool
-	// FenceDuration is how long the last fence took; for tests and logs.
-	fenceDur time.Duration
 }
 
 // Open fences the previous incarnation of cfg.TransactionalID and starts a
@@ -91,7 +91,7 @@ func (s *Session) open(ctx context.Context) error {
 	if err := Fence(ctx, s.cfg.ClientOpts, s.cfg.TransactionalID); err != nil {
 		return err
 	}
-	s.fenceDur = time.Since(start)
+	fenced := time.Since(start)
 	opts := make([]kgo.Opt, 0, len(s.cfg.ClientOpts)+len(s.cfg.ConsumerOpts)+1)
 	opts = append(opts, s.cfg.ClientOpts...)
 	opts = append(opts, s.cfg.ConsumerOpts...)
@@ -101,7 +101,7 @@ func (s *Session) open(ctx context.Context) error {
 		return fmt.Errorf("txn: creating the transactional client: %w", err)
 	}
 	s.gts = gts
-	s.log.Debug("transactional session open", "transactional_id", s.cfg.TransactionalID, "fence", s.fenceDur)
+	s.log.Debug("transactional session open", "transactional_id", s.cfg.TransactionalID, "fence", fenced)
 	return nil
 }
 
@@ -117,25 +117,13 @@ func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) er
 	}
 	defer cl.Close()
 	if _, _, err := cl.ProducerID(ctx); err != nil {
-		if isFatalKafka(err) {
+		if sinks.IsFatal(err) {
 			return classifyFatal("fencing the previous incarnation", transactionalID, err)
 		}
 		return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
 	}
 	return nil
 }
-
-// Client is the session's current client. It changes when the session is
-// re-created; do not keep it across End.
-func (s *Session) Client() *kgo.Client {
-	if s.gts == nil {
-		return nil
-	}
-	return s.gts.Client()
-}
-
-// LastFence is how long the last fencing InitProducerID took.
-func (s *Session) LastFence() time.Duration { return s.fenceDur }
 
 // ensure re-opens the session after a re-creation failed to connect.
 func (s *Session) ensure(ctx context.Context) error {
@@ -172,7 +160,7 @@ func (s *Session) Begin(ctx context.Context) error {
 		return err
 	}
 	if err := s.gts.Begin(); err != nil {
-		if isFatalKafka(err) {
+		if sinks.IsFatal(err) {
 			s.fenced = true
 			return classifyFatal("begin", s.cfg.TransactionalID, err)
 		}
@@ -185,9 +173,6 @@ func (s *Session) Begin(ctx context.Context) error {
 	s.inTxn = true
 	return nil
 }
-
-// InTxn reports whether a transaction is open.
-func (s *Session) InTxn() bool { return s.inTxn }
 
 // Produce produces r in the open transaction; promise is called with its
 // result. Safe for concurrent use between Begin and End.
@@ -205,10 +190,10 @@ func (s *Session) Flush(ctx context.Context) error { return s.gts.Client().Flush
 // the committed offsets.
 //
 // End returns nil when the transaction ended as asked. It returns an error
-// wrapping [ErrAborted] when a commit was asked for but the transaction was
+// wrapping [sinks.ErrAborted] when a commit was asked for but the transaction was
 // aborted (a rebalance revoked partitions, the generation moved on); a
-// [*FatalError] when the instance was fenced or is not authorized; and an
-// error wrapping [ErrRecreated] when the outcome could not be confirmed, in
+// [*sinks.FatalError] when the instance was fenced or is not authorized; and an
+// error wrapping [sinks.ErrOutcomeUnknown] when the outcome could not be confirmed, in
 // which case the session already discarded its client and will open a fresh
 // one (fencing the old) on the next call.
 func (s *Session) End(ctx context.Context, commit bool) error {
@@ -221,8 +206,8 @@ func (s *Session) End(ctx context.Context, commit bool) error {
 	case err == nil && committed == commit:
 		return nil
 	case err == nil:
-		return fmt.Errorf("%w: the group rebalanced or the coordinator asked for an abort", ErrAborted)
-	case isFatalKafka(err):
+		return fmt.Errorf("%w: the group rebalanced or the coordinator asked for an abort", sinks.ErrRevoked)
+	case sinks.IsFatal(err):
 		s.fenced = true
 		return classifyFatal("end transaction", s.cfg.TransactionalID, err)
 	}
@@ -236,7 +221,7 @@ func (s *Session) End(ctx context.Context, commit bool) error {
 			s.log.Warn("re-opening the session failed; will retry on next poll", "err", rerr)
 		}
 	}
-	return fmt.Errorf("%w: %w", ErrRecreated, err)
+	return recreated(err)
 }
 
 func (s *Session) discard() {

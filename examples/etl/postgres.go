@@ -16,13 +16,14 @@ import (
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/pgsink"
 )
 
 // postgresMode writes enriched orders and dead letters into two tables of
 // the run, in the same Postgres transaction as the offsets.
 type postgresMode struct {
 	pool       *pgxpool.Pool
-	sink       *sinks.Postgres
+	sink       *pgsink.Sink
 	orders     pgx.Identifier
 	dead       pgx.Identifier
 	keep       bool
@@ -55,7 +56,7 @@ func newPostgresMode(ctx context.Context, cfg config, tp topics) (mode, error) {
 		pool.Close()
 		return nil, fmt.Errorf("cannot reach Postgres at %s: %w (start the local one with `make pg-up`, or pass -pg URL)", redact(cfg.pgURL), err)
 	}
-	sink, err := sinks.NewPostgres(pool)
+	sink, err := pgsink.New(pool)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -112,8 +113,8 @@ var (
 	deadCols  = []string{"src_topic", "src_partition", "src_offset", "error", "raw"}
 )
 
-func (m *postgresMode) stage() pipeline.Stage[*sinks.PostgresWriter] {
-	return pipeline.StageFunc[*sinks.PostgresWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.PostgresWriter) error {
+func (m *postgresMode) stage() pipeline.Stage[*pgsink.Writer] {
+	return pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
 		orders := make([][]any, 0, len(b.Records))
 		var dead [][]any
 		for _, r := range b.Records {

@@ -17,6 +17,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // topics of one run; unique per run so runs against a real cluster never
@@ -163,20 +164,14 @@ func transform(r *kgo.Record) (Enriched, []byte, error) {
 	return e, v, err
 }
 
-func sourceHeaders(r *kgo.Record) []kgo.RecordHeader {
-	return []kgo.RecordHeader{
-		{Key: sinks.HeaderSourceTopic, Value: []byte(r.Topic)},
-		{Key: sinks.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		{Key: sinks.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-	}
-}
+func sourceHeaders(r *kgo.Record) []kgo.RecordHeader { return kafkasink.AppendSourceHeaders(nil, r) }
 
 type kafkaMode struct{}
 
 func (kafkaMode) close() {}
 
-func kafkaStage(tp topics) pipeline.Stage[*sinks.KafkaWriter] {
-	return pipeline.StageFunc[*sinks.KafkaWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+func kafkaStage(tp topics) pipeline.Stage[*kafkasink.Writer] {
+	return pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
 		for _, r := range b.Records {
 			e, v, err := transform(r)
 			if errors.Is(err, errInvalid) {
@@ -194,7 +189,7 @@ func kafkaStage(tp topics) pipeline.Stage[*sinks.KafkaWriter] {
 
 func (kafkaMode) runPipelines(ctx context.Context, cfg config, brokers []string, tp topics, w io.Writer) error {
 	return runInstances(ctx, cfg, w, func(i int) (runner, error) {
-		return pipeline.New(sinks.NewKafka(), kafkaStage(tp), pipelineOpts(cfg, brokers, tp, i)...)
+		return pipeline.New(kafkasink.New(), kafkaStage(tp), pipelineOpts(cfg, brokers, tp, i)...)
 	}, brokers, func(ctx context.Context, adm *kadm.Client) (int64, error) {
 		return verify.GroupLag(ctx, adm, tp.in, tp.group)
 	})

@@ -21,6 +21,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // Environment of the worker process CrashRestart starts: the test binary
@@ -82,13 +83,13 @@ func CrashWorker(t *testing.T) {
 	if n, _ := strconv.Atoi(os.Getenv(envWorkerKillAt)); n > 0 {
 		opts = append(opts, pipeline.ClientOpts(kgo.WithHooks(&killAtTxnOffsetCommit{n: int64(n)})))
 	}
-	stage := pipeline.StageFunc[*sinks.KafkaWriter](func(_ context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
+	stage := pipeline.StageFunc[*kafkasink.Writer](func(_ context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
 		for _, r := range b.Records {
 			w.Produce(testkit.CopyRecord(out, r))
 		}
 		return nil
 	})
-	p, err := pipeline.New(sinks.NewKafka(), stage, opts...)
+	p, err := pipeline.New(kafkasink.New(), stage, opts...)
 	require.NoError(t, err)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
@@ -183,7 +184,7 @@ func CrashRestart(t *testing.T, env Env, workerTest string) {
 	rig := NewRig(t, env, 4)
 	const n = 10_000
 	rig.Produce(n)
-	txnID := sinks.TransactionalID(rig.Group, workerInstance)
+	txnID := kafkasink.TransactionalID(rig.Group, workerInstance)
 	bound := workerTransactionTimeout / 4
 
 	var restarts []time.Duration

@@ -51,6 +51,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // Timeouts are the timeouts a scenario's pipelines use, and how long it waits
@@ -149,7 +150,7 @@ func Run(t *testing.T, newEnv func(*testing.T) Env) {
 	}
 }
 
-type kw = *sinks.KafkaWriter
+type kw = *kafkasink.Writer
 
 // Rig is one scenario's world: an input and an output topic and a consumer
 // group, all named uniquely for the test, with helpers to produce input,
@@ -293,14 +294,14 @@ func (s *Rig) Produce(n int) {
 // CopyStage copies each record to the output topic with headers naming its
 // source.
 func (s *Rig) CopyStage() pipeline.Stage[kw] {
-	return pipeline.StageFunc[kw](func(_ context.Context, b *pipeline.Batch, w kw) error {
+	return pipeline.StageFunc[kw](func(_ context.Context, b *sinks.Batch, w kw) error {
 		s.CopyBatch(b, w)
 		return nil
 	})
 }
 
 // CopyBatch writes the copies of b's records through w.
-func (s *Rig) CopyBatch(b *pipeline.Batch, w kw) {
+func (s *Rig) CopyBatch(b *sinks.Batch, w kw) {
 	for _, r := range b.Records {
 		w.Produce(testkit.CopyRecord(s.Out, r))
 	}
@@ -351,7 +352,7 @@ func (in *Instance) Err() error { return in.err }
 // Stop, or until the test ends.
 func (s *Rig) Start(id string, stage pipeline.Stage[kw], opts ...pipeline.Opt) *Instance {
 	s.t.Helper()
-	p, err := pipeline.New(sinks.NewKafka(), stage, opts...)
+	p, err := pipeline.New(kafkasink.New(), stage, opts...)
 	require.NoError(s.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Instance{ID: id, P: p, cancel: cancel, done: make(chan struct{})}
@@ -647,7 +648,7 @@ func (c *recordCounter) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
 }
 
 // copyBatch copies b through w and counts the records.
-func (c *recordCounter) copyBatch(s *Rig, b *pipeline.Batch, w kw) {
+func (c *recordCounter) copyBatch(s *Rig, b *sinks.Batch, w kw) {
 	c.produced.Add(int64(len(b.Records)))
 	s.CopyBatch(b, w)
 }

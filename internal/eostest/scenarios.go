@@ -14,6 +14,7 @@ import (
 
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
 )
 
 // Baseline copies the input through one instance with no faults. Every
@@ -60,7 +61,7 @@ func RandomAborts(t *testing.T, env Env) {
 		injected   int64
 		violations []string
 	)
-	stage := pipeline.StageFunc[kw](func(_ context.Context, b *pipeline.Batch, w kw) error {
+	stage := pipeline.StageFunc[kw](func(_ context.Context, b *sinks.Batch, w kw) error {
 		s.CopyBatch(b, w) // written first: an aborted transaction must hide it
 		k := key{b.Partition, b.FirstOffset()}
 		mu.Lock()
@@ -103,7 +104,7 @@ func RandomAborts(t *testing.T, env Env) {
 
 // failFirstTime picks about a third of the batches, by partition and first
 // offset.
-func failFirstTime(b *pipeline.Batch) bool {
+func failFirstTime(b *sinks.Batch) bool {
 	h := fnv.New32a()
 	fmt.Fprintf(h, "%d/%d", b.Partition, b.FirstOffset())
 	return h.Sum32()%3 == 0
@@ -125,7 +126,7 @@ func RestartFromCommitted(t *testing.T, env Env) {
 		held      = make(chan struct{})
 		once      sync.Once
 	)
-	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		records.copyBatch(s, b, w)
 		if committed.Load() < int64(n/4) {
 			return nil
@@ -255,7 +256,7 @@ func Panic(t *testing.T, env Env) {
 
 	type span struct{ first, last int64 }
 	var target atomic.Pointer[span]
-	stage := pipeline.StageFunc[kw](func(_ context.Context, b *pipeline.Batch, w kw) error {
+	stage := pipeline.StageFunc[kw](func(_ context.Context, b *sinks.Batch, w kw) error {
 		s.CopyBatch(b, w)
 		// A batch of partition 0 starting past 0 follows a committed
 		// one: batches start at the committed offset.

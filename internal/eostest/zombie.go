@@ -14,13 +14,14 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
 )
 
 // Zombie freezes instance A, alone on a one-partition input, in the middle
 // of a transaction whose output is already in the log, until the group has
 // expired it; then B joins, must resume at A's committed offset and commits
 // everything; then A wakes up. A's transaction must not commit — Run
-// returns an error for which pipeline.IsFatal holds, or the transaction
+// returns an error for which sinks.IsFatal holds, or the transaction
 // aborts — and the output must stay exact although the log holds A's copies
 // of its batch. Two ways to freeze:
 //
@@ -63,7 +64,7 @@ func newZombieRig(t *testing.T, env Env) *zombieRig {
 }
 
 // copy is A's Stage body: copy the batch, count, remember the batch.
-func (z *zombieRig) copy(b *pipeline.Batch, w kw) {
+func (z *zombieRig) copy(b *sinks.Batch, w kw) {
 	z.records.copyBatch(z.s, b, w)
 	z.last.Store(&span{b.FirstOffset(), b.LastOffset()})
 }
@@ -115,7 +116,7 @@ func (z *zombieRig) finish(b *Instance, atFreeze pipeline.Stats, zs span) {
 	})
 	select {
 	case <-a.done:
-		require.True(t, pipeline.IsFatal(a.err), "the zombie's Run returned an error that is not fatal: %v", a.err)
+		require.True(t, sinks.IsFatal(a.err), "the zombie's Run returned an error that is not fatal: %v", a.err)
 		t.Logf("the zombie was fenced: Run returned %v", a.err)
 	default:
 		t.Logf("the zombie's transaction aborted and it went on: %+v", a.P.Stats())
@@ -124,7 +125,7 @@ func (z *zombieRig) finish(b *Instance, atFreeze pipeline.Stats, zs span) {
 
 	require.NoError(t, s.Stop(b))
 	if err := s.Stop(a); err != nil {
-		require.True(t, pipeline.IsFatal(err), "the zombie's Run returned an error that is not fatal: %v", err)
+		require.True(t, sinks.IsFatal(err), "the zombie's Run returned an error that is not fatal: %v", err)
 	}
 	require.Equal(t, atFreeze.CommittedTxns, a.P.Stats().CommittedTxns, "the zombie's transaction was reported committed")
 
@@ -156,7 +157,7 @@ func zombieFrozenAtEndTxn(t *testing.T, env Env) {
 		zs.Store(z.last.Load())
 		return true
 	})
-	z.startA(pipeline.StageFunc[kw](func(_ context.Context, b *pipeline.Batch, w kw) error {
+	z.startA(pipeline.StageFunc[kw](func(_ context.Context, b *sinks.Batch, w kw) error {
 		z.copy(b, w)
 		return nil
 	}))
@@ -208,7 +209,7 @@ func zombieStalledStage(t *testing.T, env Env) {
 		paused  = make(chan struct{})
 		release = make(chan struct{})
 	)
-	z.startA(pipeline.StageFunc[kw](func(ctx context.Context, b *pipeline.Batch, w kw) error {
+	z.startA(pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		z.copy(b, w)
 		if z.commits.Load() == 0 || !stalled.CompareAndSwap(false, true) {
 			return nil

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/internal/verify"
-	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // Cluster starts an in-process kfake cluster of three brokers with topics of
@@ -64,14 +64,7 @@ func Produce(t testing.TB, brokers []string, topic string, n int) {
 // CopyRecord returns the output of src for topic out: the same key and
 // value, with headers naming the source.
 func CopyRecord(out string, src *kgo.Record) *kgo.Record {
-	return &kgo.Record{
-		Topic: out, Key: src.Key, Value: src.Value,
-		Headers: []kgo.RecordHeader{
-			{Key: sinks.HeaderSourceTopic, Value: []byte(src.Topic)},
-			{Key: sinks.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(src.Partition)))},
-			{Key: sinks.HeaderSourceOffset, Value: []byte(strconv.FormatInt(src.Offset, 10))},
-		},
-	}
+	return &kgo.Record{Topic: out, Key: src.Key, Value: src.Value, Headers: kafkasink.AppendSourceHeaders(nil, src)}
 }
 
 // Verify checks that out holds exactly one copy of each record of in, in

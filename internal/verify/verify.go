@@ -14,10 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/exactlyonce/exactly/sinks"
 )
 
 // Source names an input record.
@@ -272,7 +271,7 @@ func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout ti
 }
 
 // SourceFromHeaders reads an output record's source from the headers that
-// sinks.DeadLetterRecord writes (and that the examples and tests write on
+// kafkasink.DeadLetterRecord writes (and that the examples and tests write on
 // their outputs): exactly.source.topic, .partition and .offset.
 func SourceFromHeaders(r *kgo.Record) (Source, error) {
 	var (
@@ -282,13 +281,13 @@ func SourceFromHeaders(r *kgo.Record) (Source, error) {
 	for _, h := range r.Headers {
 		var err error
 		switch h.Key {
-		case sinks.HeaderSourceTopic:
+		case kafkasink.HeaderSourceTopic:
 			src.Topic = string(h.Value)
-		case sinks.HeaderSourcePartition:
+		case kafkasink.HeaderSourcePartition:
 			var p int64
 			p, err = strconv.ParseInt(string(h.Value), 10, 32)
 			src.Partition = int32(p)
-		case sinks.HeaderSourceOffset:
+		case kafkasink.HeaderSourceOffset:
 			src.Offset, err = strconv.ParseInt(string(h.Value), 10, 64)
 		default:
 			continue

@@ -1,4 +1,4 @@
-package sinks
+package kafkasink
 
 import (
 	"strconv"
@@ -24,13 +24,19 @@ func DeadLetterRecord(topic string, src *kgo.Record, reason error) *kgo.Record {
 	}
 	hs := make([]kgo.RecordHeader, 0, len(src.Headers)+4)
 	hs = append(hs, src.Headers...)
-	hs = append(hs,
-		kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
+	hs = append(hs, kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)})
+	return &kgo.Record{Topic: topic, Key: src.Key, Value: src.Value, Headers: AppendSourceHeaders(hs, src)}
+}
+
+// AppendSourceHeaders appends to hs the headers that name src's topic,
+// partition and offset — the lineage of an output record, which the
+// verifier (exactly verify) and a replay tool read back.
+func AppendSourceHeaders(hs []kgo.RecordHeader, src *kgo.Record) []kgo.RecordHeader {
+	return append(hs,
 		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(src.Topic)},
 		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.FormatInt(int64(src.Partition), 10))},
 		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(src.Offset, 10))},
 	)
-	return &kgo.Record{Topic: topic, Key: src.Key, Value: src.Value, Headers: hs}
 }
 
 // Header returns the value of the last header of r named key.

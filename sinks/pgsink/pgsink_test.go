@@ -1,4 +1,4 @@
-package sinks_test
+package pgsink_test
 
 import (
 	"context"
@@ -27,6 +27,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/pgsink"
 	"github.com/exactlyonce/exactly/sinks/sinktest"
 )
 
@@ -365,9 +366,9 @@ func isCommit(query []byte) bool {
 }
 
 // sinkOn is the sink of the case's schema (made by h.Sink) on another pool.
-func (h pgHarness) sinkOn(t testing.TB, pool *pgxpool.Pool, env sinktest.Env, opts ...sinks.PostgresOpt) *sinks.Postgres {
+func (h pgHarness) sinkOn(t testing.TB, pool *pgxpool.Pool, env sinktest.Env, opts ...pgsink.Opt) *pgsink.Sink {
 	t.Helper()
-	sink, err := sinks.NewPostgres(pool, append([]sinks.PostgresOpt{sinks.OffsetsTable(h.schema(env), "offsets")}, opts...)...)
+	sink, err := pgsink.New(pool, append([]pgsink.Opt{pgsink.OffsetsTable(h.schema(env), "offsets")}, opts...)...)
 	require.NoError(t, err)
 	return sink
 }
@@ -392,48 +393,48 @@ func TestPostgresOptions(t *testing.T) {
 	require.NoError(t, err)
 	defer pool.Close()
 
-	_, err = sinks.NewPostgres(nil)
+	_, err = pgsink.New(nil)
 	require.Error(t, err)
 
 	bad := []struct {
 		name string
-		opt  sinks.PostgresOpt
+		opt  pgsink.Opt
 	}{
-		{"empty schema", sinks.OffsetsTable("", "t")},
-		{"empty table", sinks.OffsetsTable("public", "")},
-		{"qualified table", sinks.OffsetsTable("public", "public.t")},
-		{"too long", sinks.OffsetsTable("public", strings.Repeat("x", 64))},
-		{"NUL", sinks.OffsetsTable("public", "a\x00b")},
-		{"zero backoff", sinks.RetryBackoff(0, time.Second)},
-		{"backoff min > max", sinks.RetryBackoff(2*time.Second, time.Second)},
-		{"read only", sinks.TxOptions(pgx.TxOptions{AccessMode: pgx.ReadOnly})},
-		{"unknown isolation", sinks.TxOptions(pgx.TxOptions{IsoLevel: "sometimes"})},
-		{"negative idle timeout", sinks.IdleInTransactionTimeout(-time.Second)},
-		{"sub-millisecond idle timeout", sinks.IdleInTransactionTimeout(time.Microsecond)},
+		{"empty schema", pgsink.OffsetsTable("", "t")},
+		{"empty table", pgsink.OffsetsTable("public", "")},
+		{"qualified table", pgsink.OffsetsTable("public", "public.t")},
+		{"too long", pgsink.OffsetsTable("public", strings.Repeat("x", 64))},
+		{"NUL", pgsink.OffsetsTable("public", "a\x00b")},
+		{"zero backoff", pgsink.RetryBackoff(0, time.Second)},
+		{"backoff min > max", pgsink.RetryBackoff(2*time.Second, time.Second)},
+		{"read only", pgsink.TxOptions(pgx.TxOptions{AccessMode: pgx.ReadOnly})},
+		{"unknown isolation", pgsink.TxOptions(pgx.TxOptions{IsoLevel: "sometimes"})},
+		{"negative idle timeout", pgsink.IdleInTransactionTimeout(-time.Second)},
+		{"sub-millisecond idle timeout", pgsink.IdleInTransactionTimeout(time.Microsecond)},
 		{"nil option", nil},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := sinks.NewPostgres(pool, c.opt)
+			_, err := pgsink.New(pool, c.opt)
 			var ce *sinks.ConfigError
 			require.ErrorAs(t, err, &ce)
 			t.Log(err)
 		})
 	}
 
-	s, err := sinks.NewPostgres(pool,
-		sinks.OffsetsTable("My Schema", `we"ird`),
-		sinks.MirrorToKafka(false),
-		sinks.StartOffset(kgo.NewOffset().AtEnd()),
-		sinks.RetryBackoff(time.Millisecond, time.Second),
-		sinks.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}),
-		sinks.IdleInTransactionTimeout(0),
+	s, err := pgsink.New(pool,
+		pgsink.OffsetsTable("My Schema", `we"ird`),
+		pgsink.MirrorToKafka(false),
+		pgsink.StartOffset(kgo.NewOffset().AtEnd()),
+		pgsink.RetryBackoff(time.Millisecond, time.Second),
+		pgsink.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}),
+		pgsink.IdleInTransactionTimeout(0),
 	)
 	require.NoError(t, err)
 	require.Equal(t, `"My Schema"."we""ird"`, s.Table(), "identifiers are quoted, not trusted")
 	require.Contains(t, s.DDL(), `CREATE TABLE IF NOT EXISTS "My Schema"."we""ird"`)
 
-	def, err := sinks.NewPostgres(pool)
+	def, err := pgsink.New(pool)
 	require.NoError(t, err)
 	require.Equal(t, `"public"."exactly_offsets"`, def.Table())
 	for _, col := range []string{"consumer_group text", "topic          text", "partition      integer", "next_offset    bigint      NOT NULL", "updated_at     timestamptz NOT NULL DEFAULT now()", "PRIMARY KEY (consumer_group, topic, partition)"} {
@@ -448,7 +449,7 @@ func TestPostgresMigrate(t *testing.T) {
 
 	// Open refuses a missing table and says what to do.
 	env := sinktest.NewEnv(t, 1, 0)
-	missing, err := sinks.NewPostgres(pool, sinks.OffsetsTable(schema, "nope"))
+	missing, err := pgsink.New(pool, pgsink.OffsetsTable(schema, "nope"))
 	require.NoError(t, err)
 	_, err = missing.Open(ctx, sinktest.SessionConfig(env, "a"))
 	require.ErrorContains(t, err, "does not exist")
@@ -460,7 +461,7 @@ func TestPostgresMigrate(t *testing.T) {
 		_, _ = pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+pgx.Identifier{newSchema}.Sanitize()+` CASCADE`)
 	})
 	for _, sch := range []string{schema, newSchema} {
-		s, err := sinks.NewPostgres(pool, sinks.OffsetsTable(sch, "offsets"))
+		s, err := pgsink.New(pool, pgsink.OffsetsTable(sch, "offsets"))
 		require.NoError(t, err)
 		var wg sync.WaitGroup
 		errs := make([]error, 5)
@@ -506,7 +507,7 @@ func TestPostgresTwoOwnersRace(t *testing.T) {
 			b := sinktest.Open(t, sink, sinktest.SessionConfig(env, "b"))
 			bbs := sinktest.Poll(t, b, 20)
 			require.Equal(t, sinktest.IDs(abs), sinktest.IDs(bbs), "both owners hold the same batch")
-			txs := []sinks.Txn[*sinks.PostgresWriter]{
+			txs := []sinks.Txn[*pgsink.Writer]{
 				sinktest.Begin(t, h, env, a, abs),
 				sinktest.Begin(t, h, env, b, bbs),
 			}
@@ -727,7 +728,7 @@ func TestPostgresDatabaseDown(t *testing.T) {
 	h := pgHarness{pool: admin}
 	env := sinktest.NewEnv(t, 1, 30)
 	_ = h.Sink(t, env)
-	sink := h.sinkOn(t, pool, env, sinks.RetryBackoff(5*time.Millisecond, 50*time.Millisecond))
+	sink := h.sinkOn(t, pool, env, pgsink.RetryBackoff(5*time.Millisecond, 50*time.Millisecond))
 
 	// The database goes away just before the group assigns the partition.
 	c := env.Cluster
@@ -851,13 +852,13 @@ func sqlIdent(s string) string {
 }
 
 // pipeline builds a pipeline instance on its own pool.
-func (r *pgRun) pipeline(instance string, pool *pgxpool.Pool) *pipeline.Pipeline[*sinks.PostgresWriter] {
+func (r *pgRun) pipeline(instance string, pool *pgxpool.Pool) *pipeline.Pipeline[*pgsink.Writer] {
 	r.t.Helper()
-	sink, err := sinks.NewPostgres(pool, sinks.OffsetsTable(r.schema, "offsets"))
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable(r.schema, "offsets"))
 	require.NoError(r.t, err)
 	require.NoError(r.t, sink.Migrate(context.Background()))
 	rowsTable := pgx.Identifier{r.schema, "rows"}
-	stage := pipeline.StageFunc[*sinks.PostgresWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.PostgresWriter) error {
+	stage := pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
 		rows := make([][]any, len(b.Records))
 		for i, rec := range b.Records {
 			rows[i] = []any{rec.Topic, rec.Partition, rec.Offset, string(rec.Value)}
@@ -883,7 +884,7 @@ func (r *pgRun) pipeline(instance string, pool *pgxpool.Pool) *pipeline.Pipeline
 }
 
 // start runs p until the returned stop is called; stop returns Run's error.
-func start(p *pipeline.Pipeline[*sinks.PostgresWriter]) (stop func() error) {
+func start(p *pipeline.Pipeline[*pgsink.Writer]) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

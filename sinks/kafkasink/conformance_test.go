@@ -1,4 +1,4 @@
-package sinks_test
+package kafkasink_test
 
 import (
 	"context"
@@ -11,11 +11,12 @@ import (
 
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 	"github.com/exactlyonce/exactly/sinks/sinktest"
 )
 
-// TestMain checks, for every test of package sinks, that no goroutine
-// outlives its test binary: sessions, clients, pools and mirrors all stop.
+// TestMain checks that no goroutine outlives the package's tests:
+// sessions and clients all stop.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
@@ -25,11 +26,11 @@ func TestMain(m *testing.M) {
 // with a read_committed consumer.
 type kafkaHarness struct{}
 
-func (kafkaHarness) Sink(*testing.T, sinktest.Env) sinks.Sink[*sinks.KafkaWriter] {
-	return sinks.NewKafka()
+func (kafkaHarness) Sink(*testing.T, sinktest.Env) sinks.Sink[*kafkasink.Writer] {
+	return kafkasink.New()
 }
 
-func (kafkaHarness) Write(_ context.Context, env sinktest.Env, w *sinks.KafkaWriter, r *kgo.Record) error {
+func (kafkaHarness) Write(_ context.Context, env sinktest.Env, w *kafkasink.Writer, r *kgo.Record) error {
 	w.Produce(copyRecord(env.Output, r))
 	return nil
 }
@@ -50,9 +51,9 @@ func (kafkaHarness) Effects(t *testing.T, env sinktest.Env) []string {
 // copyRecord is the output of src: its key and value, with headers naming
 // the source.
 func copyRecord(out string, src *kgo.Record) *kgo.Record {
-	return sinks.DeadLetterRecord(out, src, nil)
+	return kafkasink.DeadLetterRecord(out, src, nil)
 }
 
 func TestKafkaConformance(t *testing.T) {
-	sinktest.Run[*sinks.KafkaWriter](t, kafkaHarness{})
+	sinktest.Run[*kafkasink.Writer](t, kafkaHarness{})
 }

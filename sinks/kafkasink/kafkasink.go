@@ -1,4 +1,4 @@
-package sinks
+package kafkasink
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/exactlyonce/exactly/sinks"
 	"github.com/exactlyonce/exactly/txn"
 )
 
-// Kafka is the Kafka sink: each batch runs in a Kafka transaction that holds
+// Sink is the Kafka sink: each batch runs in a Kafka transaction that holds
 // the records the Stage produced and the consumer offsets past the batch
 // (KIP-98, KIP-447). Consumers of the output that read with read_committed
 // isolation see each input's output exactly once.
@@ -19,17 +20,17 @@ import (
 // The transactional id of an instance is "<group>-<instance id>": stable
 // across restarts, so a restarted instance fences its crashed predecessor,
 // and distinct among instances, so they do not fence each other.
-type Kafka struct{}
+type Sink struct{}
 
-// NewKafka returns the Kafka sink.
-func NewKafka() *Kafka { return &Kafka{} }
+// New returns the Kafka sink.
+func New() *Sink { return &Sink{} }
 
 // TransactionalID is the transactional id the Kafka sink uses for an
 // instance of a group.
 func TransactionalID(group, instanceID string) string { return group + "-" + instanceID }
 
-// Open implements [Sink].
-func (k *Kafka) Open(ctx context.Context, cfg SessionConfig) (Session[*KafkaWriter], error) {
+// Open implements [sinks.Sink].
+func (k *Sink) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session[*Writer], error) {
 	s, err := txn.Open(ctx, txn.Config{
 		ClientOpts:      cfg.ClientOpts,
 		ConsumerOpts:    cfg.ConsumerOpts,
@@ -44,15 +45,14 @@ func (k *Kafka) Open(ctx context.Context, cfg SessionConfig) (Session[*KafkaWrit
 }
 
 type kafkaSession struct {
-	s   *txn.Session
-	cur *kafkaTxn
+	s *txn.Session
 }
 
 func (ks *kafkaSession) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	return ks.s.Poll(ctx, max)
 }
 
-func (ks *kafkaSession) Begin(ctx context.Context, batches []*Batch) (Txn[*KafkaWriter], error) {
+func (ks *kafkaSession) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*Writer], error) {
 	if err := ks.s.Begin(ctx); err != nil {
 		return nil, err
 	}
@@ -65,16 +65,12 @@ func (ks *kafkaSession) Begin(ctx context.Context, batches []*Batch) (Txn[*Kafka
 		}
 		t.promises.Done()
 	}
-	ks.cur = t
 	return t, nil
 }
 
 func (ks *kafkaSession) Close(ctx context.Context) error {
 	return ks.s.Close(ctx)
 }
-
-// Session is the underlying transactional session, for tests and tools.
-func (ks *kafkaSession) Session() *txn.Session { return ks.s }
 
 type kafkaTxn struct {
 	ks    *kafkaSession
@@ -89,12 +85,12 @@ type kafkaTxn struct {
 	promise  func(*kgo.Record, error)
 }
 
-func (t *kafkaTxn) Writer(b *Batch) *KafkaWriter { return &KafkaWriter{t: t, b: b} }
+func (t *kafkaTxn) Writer(b *sinks.Batch) *Writer { return &Writer{t: t, b: b} }
 
 func (t *kafkaTxn) fail(topic string, err error) {
 	t.errMu.Lock()
 	if t.err == nil {
-		t.err = &ProduceError{Topic: topic, Err: err}
+		t.err = &sinks.ProduceError{Topic: topic, Err: err}
 	}
 	t.errMu.Unlock()
 }
@@ -107,7 +103,7 @@ func (t *kafkaTxn) produceErr() error {
 
 func (t *kafkaTxn) Commit(ctx context.Context) error {
 	if t.done {
-		return errors.New("sinks: Commit after the transaction ended")
+		return errors.New("kafkasink: Commit after the transaction ended")
 	}
 	t.done = true
 	s := t.ks.s
@@ -131,8 +127,8 @@ func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
 	switch {
 	case err == nil:
 		return cause
-	case errors.Is(err, txn.ErrAborted), errors.Is(err, txn.ErrRecreated):
-		return errors.Join(cause, fmt.Errorf("%w: %w", ErrAborted, err))
+	case errors.Is(err, sinks.ErrAborted), errors.Is(err, sinks.ErrOutcomeUnknown):
+		return errors.Join(cause, fmt.Errorf("%w: %w", sinks.ErrAborted, err))
 	default:
 		return errors.Join(cause, err)
 	}
@@ -146,20 +142,20 @@ func (t *kafkaTxn) Rollback(ctx context.Context) error {
 	return t.end(ctx, false, nil)
 }
 
-// KafkaWriter is how a Stage writes its output in Kafka mode: records
+// Writer is how a Stage writes its output in Kafka mode: records
 // produced through it are part of the batch's transaction.
-type KafkaWriter struct {
+type Writer struct {
 	t *kafkaTxn
-	b *Batch
+	b *sinks.Batch
 }
 
 // Batch is the batch this writer writes the output of.
-func (w *KafkaWriter) Batch() *Batch { return w.b }
+func (w *Writer) Batch() *sinks.Batch { return w.b }
 
 // Produce produces r in the transaction, without waiting. A record Kafka
 // refuses aborts the whole transaction at commit, so nothing is lost or
 // half-written. The record's Topic must be set.
-func (w *KafkaWriter) Produce(r *kgo.Record) {
+func (w *Writer) Produce(r *kgo.Record) {
 	if r.Topic == "" {
 		w.t.fail("", errors.New("record has no topic"))
 		return
@@ -182,6 +178,6 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 
 // DeadLetter produces src to the dead-letter topic with the reason and its
 // origin in headers (see [DeadLetterRecord]), in the same transaction.
-func (w *KafkaWriter) DeadLetter(topic string, src *kgo.Record, reason error) {
+func (w *Writer) DeadLetter(topic string, src *kgo.Record, reason error) {
 	w.Produce(DeadLetterRecord(topic, src, reason))
 }

@@ -1,4 +1,4 @@
-package sinks_test
+package pgsink_test
 
 import (
 	"context"
@@ -6,47 +6,18 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"strings"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/pgsink"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// A Kafka-mode pipeline: each batch's output records and the consumer
-// offsets past it commit in one Kafka transaction. Consumers of "orders.upper"
-// that read with read_committed see each input's output exactly once.
-func ExampleNewKafka() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-
-	upper := pipeline.StageFunc[*sinks.KafkaWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.KafkaWriter) error {
-		for _, r := range b.Records {
-			w.Produce(&kgo.Record{Topic: "orders.upper", Key: r.Key, Value: []byte(strings.ToUpper(string(r.Value)))})
-		}
-		return nil
-	})
-	p, err := pipeline.New(sinks.NewKafka(), upper,
-		pipeline.Brokers("127.0.0.1:9092"),
-		pipeline.Group("upper"),
-		pipeline.Topics("orders"),
-		pipeline.InstanceID(os.Getenv("HOSTNAME")),
-	)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := p.Run(ctx); err != nil {
-		log.Fatal(err)
-	}
-}
 
 // A Postgres-mode pipeline: each partition's batch is written with COPY in
 // a Postgres transaction that also moves the partition's offset in the
 // offsets table, so every record is in the orders table exactly once.
-func ExampleNewPostgres() {
+func ExampleNew() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
@@ -56,7 +27,7 @@ func ExampleNewPostgres() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	sink, err := sinks.NewPostgres(pool, sinks.OffsetsTable("app", "exactly_offsets"))
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable("app", "exactly_offsets"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -65,7 +36,7 @@ func ExampleNewPostgres() {
 		log.Fatal(err)
 	}
 
-	load := pipeline.StageFunc[*sinks.PostgresWriter](func(ctx context.Context, b *pipeline.Batch, w *sinks.PostgresWriter) error {
+	load := pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
 		rows := make([][]any, len(b.Records))
 		for i, r := range b.Records {
 			rows[i] = []any{r.Topic, r.Partition, r.Offset, r.Key, r.Value}
@@ -90,13 +61,13 @@ func ExampleNewPostgres() {
 
 // The offsets table the sink needs, for a migration tool of your own;
 // Migrate runs the same statement (and creates the schema if missing).
-func ExamplePostgres_DDL() {
+func ExampleSink_DDL() {
 	pool, err := pgxpool.New(context.Background(), "postgres://app@db.internal/app") // connects lazily
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	sink, err := sinks.NewPostgres(pool, sinks.OffsetsTable("app", "exactly_offsets"))
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable("app", "exactly_offsets"))
 	if err != nil {
 		log.Fatal(err)
 	}

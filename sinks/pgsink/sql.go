@@ -1,4 +1,4 @@
-package sinks
+package pgsink
 
 import (
 	"context"
@@ -50,47 +50,47 @@ AND backend_xid::text = (($2::text)::numeric % 4294967296)::text`,
 }
 
 // DDL is the statement that creates the offsets table, for those who manage
-// their schema with their own migration tool. [Postgres.Migrate] runs it.
-func (p *Postgres) DDL() string { return p.sql.create + ";" }
+// their schema with their own migration tool. [Sink.Migrate] runs it.
+func (p *Sink) DDL() string { return p.sql.create + ";" }
 
 // Migrate creates the offsets table (and its schema) if they do not exist.
 // It is idempotent and safe to run from many instances at once (it takes a
 // transaction-scoped advisory lock), and it never alters an existing
 // table. Run it once before the pipeline starts, or create the table with
-// [Postgres.DDL] instead: the sink itself never creates tables.
-func (p *Postgres) Migrate(ctx context.Context) error {
+// [Sink.DDL] instead: the sink itself never creates tables.
+func (p *Sink) Migrate(ctx context.Context) error {
 	tx, err := p.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+		return fmt.Errorf("pgsink: migrating %s: %w", p.Table(), err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	// Concurrent CREATE TABLE IF NOT EXISTS of one table can fail with a
 	// unique violation in the catalogs; the lock serialises them.
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "exactly.migrate:"+p.Table()); err != nil {
-		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+		return fmt.Errorf("pgsink: migrating %s: %w", p.Table(), err)
 	}
 	// CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
 	// database even when the schema exists, so look first.
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, p.cfg.schema).Scan(&exists); err != nil {
-		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+		return fmt.Errorf("pgsink: migrating %s: %w", p.Table(), err)
 	}
 	if !exists {
 		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.cfg.schema}.Sanitize()); err != nil {
-			return fmt.Errorf("sinks: migrating %s: creating schema: %w", p.Table(), err)
+			return fmt.Errorf("pgsink: migrating %s: creating schema: %w", p.Table(), err)
 		}
 	}
 	if _, err := tx.Exec(ctx, p.sql.create); err != nil {
-		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+		return fmt.Errorf("pgsink: migrating %s: %w", p.Table(), err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("sinks: migrating %s: %w", p.Table(), err)
+		return fmt.Errorf("pgsink: migrating %s: %w", p.Table(), err)
 	}
 	return nil
 }
 
 // checkTable reports a missing or malformed offsets table plainly.
-func (p *Postgres) checkTable(ctx context.Context) error {
+func (p *Sink) checkTable(ctx context.Context) error {
 	_, err := p.pool.Exec(ctx, p.sql.check)
 	if err == nil {
 		return nil
@@ -99,10 +99,10 @@ func (p *Postgres) checkTable(ctx context.Context) error {
 	if errors.As(err, &pe) {
 		switch pe.Code {
 		case "42P01", "3F000": // undefined_table, invalid_schema_name
-			return fmt.Errorf("sinks: the offsets table %s does not exist: run (*sinks.Postgres).Migrate or create it with the DDL in the package documentation: %w", p.Table(), err)
+			return fmt.Errorf("pgsink: the offsets table %s does not exist: run (*pgsink.Sink).Migrate or create it with the DDL in the package documentation: %w", p.Table(), err)
 		case "42703": // undefined_column
-			return fmt.Errorf("sinks: the offsets table %s lacks a column the sink needs (see the DDL in the package documentation): %w", p.Table(), err)
+			return fmt.Errorf("pgsink: the offsets table %s lacks a column the sink needs (see the DDL in the package documentation): %w", p.Table(), err)
 		}
 	}
-	return fmt.Errorf("sinks: checking the offsets table %s: %w", p.Table(), err)
+	return fmt.Errorf("pgsink: checking the offsets table %s: %w", p.Table(), err)
 }

@@ -1,4 +1,4 @@
-package sinks_test
+package pgsink_test
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
 
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/pgsink"
 	"github.com/exactlyonce/exactly/sinks/sinktest"
 )
 
@@ -17,7 +19,13 @@ import (
 // unique key, so a duplicate would show, in a schema of the case's own.
 type pgHarness struct {
 	pool *pgxpool.Pool
-	opts []sinks.PostgresOpt
+	opts []pgsink.Opt
+}
+
+// TestMain checks that no goroutine outlives the package's tests: sessions,
+// clients, pools and mirrors all stop.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
 }
 
 func (h pgHarness) schema(env sinktest.Env) string { return "exactly_ct_" + env.Name }
@@ -26,18 +34,18 @@ func (h pgHarness) effects(env sinktest.Env) string {
 	return pgx.Identifier{h.schema(env), "effects"}.Sanitize()
 }
 
-func (h pgHarness) Sink(t *testing.T, env sinktest.Env) sinks.Sink[*sinks.PostgresWriter] {
+func (h pgHarness) Sink(t *testing.T, env sinktest.Env) sinks.Sink[*pgsink.Writer] {
 	t.Helper()
 	schema := testSchema(t, h.pool, h.schema(env))
 	_, err := h.pool.Exec(context.Background(), `CREATE TABLE `+h.effects(env)+` (id text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`)
 	require.NoError(t, err)
-	sink, err := sinks.NewPostgres(h.pool, append([]sinks.PostgresOpt{sinks.OffsetsTable(schema, "offsets")}, h.opts...)...)
+	sink, err := pgsink.New(h.pool, append([]pgsink.Opt{pgsink.OffsetsTable(schema, "offsets")}, h.opts...)...)
 	require.NoError(t, err)
 	require.NoError(t, sink.Migrate(context.Background()))
 	return sink
 }
 
-func (h pgHarness) Write(ctx context.Context, env sinktest.Env, w *sinks.PostgresWriter, r *kgo.Record) error {
+func (h pgHarness) Write(ctx context.Context, env sinktest.Env, w *pgsink.Writer, r *kgo.Record) error {
 	_, err := w.Exec(ctx, `INSERT INTO `+h.effects(env)+` (id) VALUES ($1)`, sinktest.RecordID(r))
 	return err
 }
@@ -54,13 +62,13 @@ func (h pgHarness) Effects(t *testing.T, env sinktest.Env) []string {
 func TestPostgresConformance(t *testing.T) {
 	pool := pgPool(t)
 	t.Run("Defaults", func(t *testing.T) {
-		sinktest.Run[*sinks.PostgresWriter](t, pgHarness{pool: pool})
+		sinktest.Run[*pgsink.Writer](t, pgHarness{pool: pool})
 	})
 	t.Run("SerializableNoMirror", func(t *testing.T) {
-		sinktest.Run[*sinks.PostgresWriter](t, pgHarness{pool: pool, opts: []sinks.PostgresOpt{
-			sinks.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}),
-			sinks.MirrorToKafka(false),
-			sinks.IdleInTransactionTimeout(0),
+		sinktest.Run[*pgsink.Writer](t, pgHarness{pool: pool, opts: []pgsink.Opt{
+			pgsink.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}),
+			pgsink.MirrorToKafka(false),
+			pgsink.IdleInTransactionTimeout(0),
 		}})
 	})
 }

@@ -1,20 +1,19 @@
-package sinks
+package pgsink
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/exactlyonce/exactly/sinks"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Postgres is the Postgres sink: the effects of each partition's batch are
+// Sink is the Postgres sink: the effects of each partition's batch are
 // written in a Postgres transaction together with a compare-and-set of that
 // partition's next offset in an offsets table, so the rows and the offsets
 // commit together or not at all. The consumer positions come from that
@@ -26,8 +25,8 @@ import (
 // partitions at once (a pgx.Tx is not safe for concurrent use). A commit
 // therefore may succeed for some partitions of a pipeline transaction and
 // not for others; the ones that did not are rolled back and polled again,
-// and Commit returns an error wrapping [ErrAborted] naming them (see
-// [PartitionError]).
+// and Commit returns an error wrapping [sinks.ErrAborted] naming them (see
+// [sinks.PartitionError]).
 //
 // # Fencing
 //
@@ -57,7 +56,7 @@ import (
 // more partitions than the pool can hold, the sink opens extra connections
 // with the pool's configuration for the surplus (and logs a warning) rather
 // than deadlock.
-type Postgres struct {
+type Sink struct {
 	pool     *pgxpool.Pool
 	poolCfg  *pgxpool.Config // for dedicated connections
 	maxConns int
@@ -67,8 +66,8 @@ type Postgres struct {
 	begin    string // the statement that begins a partition's transaction
 }
 
-// PostgresOpt configures the Postgres sink.
-type PostgresOpt interface{ apply(*pgConfig) }
+// Opt configures the Postgres sink.
+type Opt interface{ apply(*pgConfig) }
 
 type pgOpt func(*pgConfig)
 
@@ -100,7 +99,7 @@ func pgDefaults() pgConfig {
 // are taken literally (case included); pass them separately, not as
 // "schema.table". Several pipelines may share one table: rows are keyed by
 // consumer group, topic and partition.
-func OffsetsTable(schema, table string) PostgresOpt {
+func OffsetsTable(schema, table string) Opt {
 	return pgOpt(func(c *pgConfig) { c.schema, c.table = schema, table })
 }
 
@@ -109,7 +108,7 @@ func OffsetsTable(schema, table string) PostgresOpt {
 // lag dashboards and kafka-consumer-groups see progress. Default true. The
 // mirror is asynchronous and best effort (failures are logged); correctness
 // never depends on it, since positions are always loaded from Postgres.
-func MirrorToKafka(on bool) PostgresOpt { return pgOpt(func(c *pgConfig) { c.mirror = on }) }
+func MirrorToKafka(on bool) Opt { return pgOpt(func(c *pgConfig) { c.mirror = on }) }
 
 // StartOffset is where a partition that has no row in the offsets table
 // starts. Default kgo.NewOffset().AtStart() (earliest), so nothing written
@@ -117,13 +116,13 @@ func MirrorToKafka(on bool) PostgresOpt { return pgOpt(func(c *pgConfig) { c.mir
 // before a partition's first owner started are skipped by design. The
 // pipeline's ResetOffset does not apply to the Postgres sink except when a
 // stored offset is out of range (the records were deleted by retention).
-func StartOffset(o kgo.Offset) PostgresOpt { return pgOpt(func(c *pgConfig) { c.start = o }) }
+func StartOffset(o kgo.Offset) Opt { return pgOpt(func(c *pgConfig) { c.start = o }) }
 
 // RetryBackoff bounds the delay between retries of the sink's own queries:
 // loading the offsets of newly assigned partitions (retried until the
 // partitions are revoked) and resolving a commit whose outcome was unknown.
 // Defaults 20ms and 2s; the delay doubles from min to max, with jitter.
-func RetryBackoff(minDelay, maxDelay time.Duration) PostgresOpt {
+func RetryBackoff(minDelay, maxDelay time.Duration) Opt {
 	return pgOpt(func(c *pgConfig) { c.backoffMin, c.backoffMax = minDelay, maxDelay })
 }
 
@@ -133,7 +132,7 @@ func RetryBackoff(minDelay, maxDelay time.Duration) PostgresOpt {
 // REPEATABLE READ and SERIALIZABLE a conflict surfaces as a serialization
 // failure, which aborts the partition's batch and is retried. Read-only
 // transactions are refused: the offsets are written in them.
-func TxOptions(o pgx.TxOptions) PostgresOpt { return pgOpt(func(c *pgConfig) { c.txOpts = o }) }
+func TxOptions(o pgx.TxOptions) Opt { return pgOpt(func(c *pgConfig) { c.txOpts = o }) }
 
 // IdleInTransactionTimeout sets idle_in_transaction_session_timeout for the
 // sink's transactions. Default 1 minute; 0 keeps the server's setting. An
@@ -143,35 +142,23 @@ func TxOptions(o pgx.TxOptions) PostgresOpt { return pgOpt(func(c *pgConfig) { c
 // new owner waits on them. The server ends a transaction idle this long, so
 // the new owner can go on. The time a partition's transaction waits for the
 // Stage of other partitions counts as idle: keep the Stage well inside it.
-func IdleInTransactionTimeout(d time.Duration) PostgresOpt {
+func IdleInTransactionTimeout(d time.Duration) Opt {
 	return pgOpt(func(c *pgConfig) { c.idleTimeout = d })
 }
 
-// ConfigError is a Postgres sink option NewPostgres refused.
-type ConfigError struct {
-	Option string // the option, as named in this package
-	Value  any    // the offending value
-	Reason string
-}
-
-// Error names the option, the value and why it was refused.
-func (e *ConfigError) Error() string {
-	return fmt.Sprintf("sinks: invalid %s %v: %s", e.Option, e.Value, e.Reason)
-}
-
-// NewPostgres returns the Postgres sink writing to the database of pool.
+// New returns the Postgres sink writing to the database of pool.
 // It validates the options and never connects; the offsets table must exist
-// when a session opens (see [Postgres.Migrate] and the DDL in the package
+// when a session opens (see [Sink.Migrate] and the DDL in the package
 // documentation). The pool stays the caller's: close it after the pipeline
 // stopped.
-func NewPostgres(pool *pgxpool.Pool, opts ...PostgresOpt) (*Postgres, error) {
+func New(pool *pgxpool.Pool, opts ...Opt) (*Sink, error) {
 	if pool == nil {
-		return nil, &ConfigError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+		return nil, &sinks.ConfigError{Option: "pgsink.pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
 	}
 	cfg := pgDefaults()
 	for _, o := range opts {
 		if o == nil {
-			return nil, &ConfigError{Option: "PostgresOpt", Value: nil, Reason: "nil option"}
+			return nil, &sinks.ConfigError{Option: "pgsink.Opt", Value: nil, Reason: "nil option"}
 		}
 		o.apply(&cfg)
 	}
@@ -179,7 +166,7 @@ func NewPostgres(pool *pgxpool.Pool, opts ...PostgresOpt) (*Postgres, error) {
 		return nil, err
 	}
 	pc := pool.Config()
-	p := &Postgres{
+	p := &Sink{
 		pool:     pool,
 		poolCfg:  pc,
 		maxConns: int(pc.MaxConns),
@@ -200,29 +187,29 @@ func (c *pgConfig) validate() error {
 	}
 	switch {
 	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
-		return &ConfigError{Option: "RetryBackoff", Value: fmt.Sprintf("(%v, %v)", c.backoffMin, c.backoffMax), Reason: "need 0 < min <= max"}
+		return &sinks.ConfigError{Option: "pgsink.RetryBackoff", Value: fmt.Sprintf("(%v, %v)", c.backoffMin, c.backoffMax), Reason: "need 0 < min <= max"}
 	case c.idleTimeout < 0:
-		return &ConfigError{Option: "IdleInTransactionTimeout", Value: c.idleTimeout, Reason: "must not be negative"}
+		return &sinks.ConfigError{Option: "pgsink.IdleInTransactionTimeout", Value: c.idleTimeout, Reason: "must not be negative"}
 	case c.idleTimeout > 0 && c.idleTimeout < time.Millisecond:
-		return &ConfigError{Option: "IdleInTransactionTimeout", Value: c.idleTimeout, Reason: "the server counts in milliseconds; use 0 to keep the server's setting"}
+		return &sinks.ConfigError{Option: "pgsink.IdleInTransactionTimeout", Value: c.idleTimeout, Reason: "the server counts in milliseconds; use 0 to keep the server's setting"}
 	}
 	o := c.txOpts
 	switch o.IsoLevel {
 	case "", pgx.Serializable, pgx.RepeatableRead, pgx.ReadCommitted, pgx.ReadUncommitted:
 	default:
-		return &ConfigError{Option: "TxOptions", Value: fmt.Sprintf("IsoLevel %q", o.IsoLevel), Reason: "unknown isolation level"}
+		return &sinks.ConfigError{Option: "pgsink.TxOptions", Value: fmt.Sprintf("IsoLevel %q", o.IsoLevel), Reason: "unknown isolation level"}
 	}
 	switch o.AccessMode {
 	case "", pgx.ReadWrite:
 	case pgx.ReadOnly:
-		return &ConfigError{Option: "TxOptions", Value: "AccessMode read only", Reason: "the offsets are written in the same transaction as the effects"}
+		return &sinks.ConfigError{Option: "pgsink.TxOptions", Value: "AccessMode read only", Reason: "the offsets are written in the same transaction as the effects"}
 	default:
-		return &ConfigError{Option: "TxOptions", Value: fmt.Sprintf("AccessMode %q", o.AccessMode), Reason: "unknown access mode"}
+		return &sinks.ConfigError{Option: "pgsink.TxOptions", Value: fmt.Sprintf("AccessMode %q", o.AccessMode), Reason: "unknown access mode"}
 	}
 	switch o.DeferrableMode {
 	case "", pgx.Deferrable, pgx.NotDeferrable:
 	default:
-		return &ConfigError{Option: "TxOptions", Value: fmt.Sprintf("DeferrableMode %q", o.DeferrableMode), Reason: "unknown deferrable mode"}
+		return &sinks.ConfigError{Option: "pgsink.TxOptions", Value: fmt.Sprintf("DeferrableMode %q", o.DeferrableMode), Reason: "unknown deferrable mode"}
 	}
 	return nil
 }
@@ -231,7 +218,7 @@ func (c *pgConfig) validate() error {
 // certainly a mistake; quoting makes any other name safe.
 func checkIdent(opt, what, s string) error {
 	bad := func(why string) error {
-		return &ConfigError{Option: opt, Value: fmt.Sprintf("%s %q", what, s), Reason: why}
+		return &sinks.ConfigError{Option: "pgsink." + opt, Value: fmt.Sprintf("%s %q", what, s), Reason: why}
 	}
 	switch {
 	case s == "":
@@ -247,7 +234,7 @@ func checkIdent(opt, what, s string) error {
 }
 
 // Table is the quoted, schema-qualified name of the offsets table.
-func (p *Postgres) Table() string { return p.table.Sanitize() }
+func (p *Sink) Table() string { return p.table.Sanitize() }
 
 // beginSQL is the statement that begins each partition's transaction.
 func (c *pgConfig) beginSQL() string {
@@ -272,98 +259,6 @@ func (c *pgConfig) beginSQL() string {
 	}
 	return b.String()
 }
-
-// PostgresWriter is how a Stage writes its effects in Postgres mode: through
-// the transaction of its batch's partition, which also carries the
-// partition's offset update. Everything written through it commits together
-// with the offsets, or not at all.
-//
-// A PostgresWriter is used by one goroutine at a time (the pipeline calls
-// the Stage once per batch); writers of different batches have different
-// transactions and connections and may be used concurrently. Do not commit
-// or roll back the transaction yourself, and close every pgx.Rows before the
-// Stage returns. Effects written anywhere else than through the writer (the
-// pool directly, an HTTP call) are not part of the transaction.
-type PostgresWriter struct {
-	b   *Batch
-	tx  pgx.Tx
-	err error
-}
-
-// Batch is the batch this writer writes the effects of.
-func (w *PostgresWriter) Batch() *Batch { return w.b }
-
-// Tx is the batch's transaction. Use it for any SQL: queries, upserts,
-// savepoints (tx.Begin), large objects. It is nil only if the writer was
-// asked for a batch its Txn does not cover; Exec, CopyFrom and SendBatch
-// then return that error.
-func (w *PostgresWriter) Tx() pgx.Tx { return w.tx }
-
-// Exec runs sql with args in the batch's transaction.
-func (w *PostgresWriter) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if w.err != nil {
-		return pgconn.CommandTag{}, w.err
-	}
-	return w.tx.Exec(ctx, sql, args...)
-}
-
-// CopyFrom bulk-loads rows into table with the COPY protocol, in the
-// batch's transaction: the fastest way to write thousands of rows (see
-// [pgx.CopyFromRows] and [pgx.CopyFromSlice]).
-func (w *PostgresWriter) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	return w.tx.CopyFrom(ctx, table, columns, rows)
-}
-
-// SendBatch sends the queued queries of b in one round trip, in the
-// batch's transaction. Close the results before the Stage returns.
-func (w *PostgresWriter) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if w.err != nil {
-		return errBatchResults{err: w.err}
-	}
-	return w.tx.SendBatch(ctx, b)
-}
-
-// errBatchResults is the BatchResults of a writer that has no transaction.
-// The embedded interface is nil: every method is overridden.
-type errBatchResults struct {
-	pgx.BatchResults
-	err error
-}
-
-func (r errBatchResults) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, r.err }
-func (r errBatchResults) Query() (pgx.Rows, error)         { return nil, r.err }
-func (r errBatchResults) QueryRow() pgx.Row                { return errRow{r.err} }
-func (r errBatchResults) Close() error                     { return r.err }
-func (r errBatchResults) Tx() pgx.Tx                       { return nil }
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
-
-// PartitionError is the failure of one partition's part of a Postgres-mode
-// commit. Nothing of that partition's batch was committed (the effects and
-// the offset rolled back together), and the partition's position is back at
-// its committed offset, so the batch is polled again. Err says why; an Err
-// wrapping [ErrAborted] is not the Stage's fault (see [IsRetryable]).
-type PartitionError struct {
-	Topic       string
-	Partition   int32
-	FirstOffset int64
-	LastOffset  int64
-	Err         error
-}
-
-// Error names the partition and the offsets that did not commit, and why.
-func (e *PartitionError) Error() string {
-	return fmt.Sprintf("sinks: postgres: %s[%d] offsets %d-%d not committed: %v",
-		e.Topic, e.Partition, e.FirstOffset, e.LastOffset, e.Err)
-}
-
-// Unwrap returns Err.
-func (e *PartitionError) Unwrap() error { return e.Err }
 
 var (
 	// errNotOwned: the partition was revoked or lost in a rebalance

@@ -1,0 +1,91 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
+)
+
+// recorder is a hook that implements both hook interfaces.
+type recorder struct {
+	mu        sync.Mutex
+	committed int
+	records   int
+	aborts    map[pipeline.AbortReason]int
+	lastErr   error
+}
+
+func (r *recorder) OnBatchCommitted(ci pipeline.CommitInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.committed++
+	r.records += ci.Records
+}
+
+func (r *recorder) OnBatchAborted(ai pipeline.AbortInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.aborts == nil {
+		r.aborts = map[pipeline.AbortReason]int{}
+	}
+	r.aborts[ai.Reason]++
+	r.lastErr = ai.Err
+}
+
+func TestHooksSeeCommitsAndAbortsByReason(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 2, "in", "out")
+	const n = 1000
+	testkit.Produce(t, brokers, "in", n)
+	var once sync.Once
+	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
+		failed := false
+		once.Do(func() { failed = true })
+		if failed {
+			return errors.New("injected")
+		}
+		for _, r := range b.Records {
+			w.Produce(testkit.CopyRecord("out", r))
+		}
+		return nil
+	})
+	rec := &recorder{}
+	var viaOnCommit int
+	var mu sync.Mutex
+	p := newPipeline(t, brokers, stage, "a", pipeline.Hooks(rec),
+		pipeline.OnCommit(func(ci pipeline.CommitInfo) { mu.Lock(); viaOnCommit += ci.Records; mu.Unlock() }))
+	stop, _ := run(p)
+	testkit.WaitFor(t, 30*time.Second, "all records committed", func() bool { return committed(p) >= n })
+	require.NoError(t, stop())
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Equal(t, n, rec.records, "the hook saw every committed record")
+	require.EqualValues(t, p.Stats().CommittedTxns, rec.committed)
+	mu.Lock()
+	require.Equal(t, n, viaOnCommit, "OnCommit is the same hook in function form")
+	mu.Unlock()
+	require.Equal(t, 1, rec.aborts[pipeline.AbortStageError], "aborts: %v", rec.aborts)
+	var se *pipeline.StageError
+	require.ErrorAs(t, rec.lastErr, &se)
+}
+
+func TestHooksThatImplementNothingAreRefused(t *testing.T) {
+	_, err := pipeline.New[kw](nil, copyStage("out"))
+	require.Error(t, err)
+	_, err = pipeline.New(kafkasink.New(), copyStage("out"), pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"),
+		pipeline.Topics("in"), pipeline.InstanceID("a"), pipeline.Hooks(fmt.Stringer(nil), 42))
+	var ce *sinks.ConfigError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "pipeline.Hooks", ce.Option)
+	require.Contains(t, ce.Error(), "hook 0 (<nil>)")
+}
