@@ -310,6 +310,11 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		return context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
 	}
 
+	// The transaction's budget counts from its start: the Stage gets 80%
+	// of the transaction timeout and the commit what is left of it, so
+	// that the two together never outlast the timeout after which the
+	// broker aborts the transaction under us.
+	txStart := time.Now()
 	tx, err := sess.Begin(ctx, batches)
 	if err != nil {
 		return err
@@ -326,7 +331,7 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	// broker aborts the transaction under it. Past the stage budget the
 	// batch fails like any Stage error: retried, and after StageRetries
 	// failures returned from Run, instead of retried forever.
-	sctx, cancel := context.WithTimeout(ctx, p.stageBudget())
+	sctx, cancel := context.WithDeadline(ctx, txStart.Add(p.stageBudget()))
 	err = p.process(sctx, tx, batches)
 	serr := sctx.Err() // before cancel, which would make it Canceled
 	cancel()
@@ -344,7 +349,7 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		return err
 	}
 	commitStart := time.Now()
-	cctx, cancelCommit := endCtx()
+	cctx, cancelCommit := context.WithDeadline(context.WithoutCancel(ctx), txStart.Add(p.cfg.txnTimeout))
 	err = tx.Commit(cctx)
 	cancelCommit()
 	if err != nil {
@@ -402,6 +407,8 @@ func abortReason(ctx context.Context, err error) AbortReason {
 		return AbortStageError
 	case errors.Is(err, sinks.ErrOutcomeUnknown):
 		return AbortUnknownOutcome
+	case errors.Is(err, sinks.ErrTxnTimedOut):
+		return AbortTimeout
 	case errors.Is(err, sinks.ErrRevoked):
 		return AbortRebalance
 	case !sinks.IsRetryable(err) && !sinks.IsFatal(err):

@@ -28,6 +28,13 @@ var (
 	// wrap ErrAborted too. Retryable.
 	ErrRevoked = fmt.Errorf("%w: partitions were revoked or moved to another owner", ErrAborted)
 
+	// ErrTxnTimedOut is the [ErrAborted] of a transaction that was open
+	// longer than the transaction timeout, so the broker aborted it (and
+	// bumped the producer epoch: the broker answers PRODUCER_FENCED or
+	// INVALID_PRODUCER_EPOCH, as it does to a zombie). With no successor in
+	// sight the session is re-created and the pipeline goes on. Retryable.
+	ErrTxnTimedOut = fmt.Errorf("%w: the transaction timed out", ErrAborted)
+
 	// ErrOutcomeUnknown marks a commit whose outcome the sink could not
 	// confirm (a timeout, a lost response) and had to settle: the Kafka
 	// sink re-creates its session, whose InitProducerID aborts the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -67,6 +68,7 @@ type Session struct {
 	inTxn  bool
 	closed bool
 	fenced bool
+	begun  time.Time // when the open transaction began
 }
 
 // Open fences the previous incarnation of cfg.TransactionalID and starts a
@@ -148,7 +150,7 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 		// group slot back from the instance that replaced us: stop.
 		if errors.Is(fe.Err, kerr.FencedInstanceID) {
 			s.fenced = true
-			return fs, classifyFatal("poll", s.cfg.TransactionalID, fe.Err)
+			return fs, s.replaced("poll", fe.Err)
 		}
 	}
 	return fs, nil
@@ -171,6 +173,7 @@ func (s *Session) Begin(ctx context.Context) error {
 		return fmt.Errorf("txn: begin: %w (session discarded; it resumes from the committed offsets)", err)
 	}
 	s.inTxn = true
+	s.begun = time.Now()
 	return nil
 }
 
@@ -207,21 +210,102 @@ func (s *Session) End(ctx context.Context, commit bool) error {
 		return nil
 	case err == nil:
 		return fmt.Errorf("%w: the group rebalanced or the coordinator asked for an abort", sinks.ErrRevoked)
+	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch):
+		// The broker answers the same for a successor's InitProducerID
+		// and for its own abort of a transaction that outlived the
+		// transaction timeout. Only evidence of a successor stops us.
+		if why := s.successor(ctx); why != "" {
+			s.fenced = true
+			return s.replaced("end transaction", fmt.Errorf("%s: %w", why, err))
+		}
+		elapsed := time.Since(s.begun)
+		s.log.Warn("the broker aborted the transaction: it was open longer than the transaction timeout; re-creating the producer and consumer",
+			"transactional_id", s.cfg.TransactionalID, "open_for", elapsed, "transaction_timeout", s.txnTimeout(), "err", err)
+		s.recreate(ctx)
+		return fmt.Errorf("%w: open for %v, past the transaction timeout %v (the broker answered %v); the session was re-created and resumes from the committed offsets",
+			sinks.ErrTxnTimedOut, elapsed.Round(time.Millisecond), s.txnTimeout(), err)
 	case sinks.IsFatal(err):
 		s.fenced = true
+		if errors.Is(err, kerr.FencedInstanceID) {
+			return s.replaced("end transaction", err)
+		}
 		return classifyFatal("end transaction", s.cfg.TransactionalID, err)
 	}
 	// The outcome is unknown: the commit may or may not have landed. Never
 	// reuse this producer; a fresh InitProducerID settles it either way.
 	s.log.Warn("transaction outcome unknown; re-creating the producer and consumer",
 		"transactional_id", s.cfg.TransactionalID, "err", err)
+	s.recreate(ctx)
+	return recreated(err)
+}
+
+// recreate discards the client and, while ctx allows, opens a new one
+// (fencing the old epoch); otherwise the next call re-opens it.
+func (s *Session) recreate(ctx context.Context) {
 	s.discard()
 	if !s.closed && ctx.Err() == nil {
 		if rerr := s.open(ctx); rerr != nil {
 			s.log.Warn("re-opening the session failed; will retry on next poll", "err", rerr)
 		}
 	}
-	return recreated(err)
+}
+
+// txnTimeout is the client's transaction timeout.
+func (s *Session) txnTimeout() time.Duration {
+	if s.gts == nil {
+		return 0
+	}
+	d, _ := s.gts.Client().OptValue(kgo.TransactionTimeout).(time.Duration)
+	return d
+}
+
+// successor looks for evidence that a newer instance took this one's place
+// after the broker fenced the producer epoch, and says what it found ("" if
+// nothing). A fence that comes before the transaction could have timed out
+// was another producer's InitProducerID for our transactional id. Later, the
+// broker may have aborted our own slow transaction; then only a group member
+// that holds our instance id under another member id is a successor. Without
+// static membership there is no such evidence, and re-creating the session is
+// still safe: the broker fences whichever producer is older.
+func (s *Session) successor(ctx context.Context) string {
+	if s.gts == nil {
+		return ""
+	}
+	elapsed, timeout := time.Since(s.begun), s.txnTimeout()
+	if timeout > 0 && elapsed < timeout {
+		return fmt.Sprintf("another producer initialized transactional id %q %v into this transaction, before its timeout %v could expire",
+			s.cfg.TransactionalID, elapsed.Round(time.Millisecond), timeout)
+	}
+	cl := s.gts.Client()
+	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
+	instance, _ := cl.OptValue(kgo.InstanceID).(string)
+	member, _ := cl.GroupMetadata()
+	if group == "" || instance == "" {
+		return ""
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	described, err := kadm.NewClient(cl).DescribeGroups(dctx, group)
+	if err != nil {
+		s.log.Debug("describing the group to tell a successor from a timeout", "err", err)
+		return ""
+	}
+	for _, m := range described[group].Members {
+		if m.InstanceID != nil && *m.InstanceID == instance && m.MemberID != member {
+			return fmt.Sprintf("member %s of group %q now holds instance id %q", m.MemberID, group, instance)
+		}
+	}
+	return ""
+}
+
+// replaced is the fatal error of an instance that a newer one replaced.
+func (s *Session) replaced(op string, cause error) error {
+	group, instance := "", ""
+	if s.gts != nil {
+		group, _ = s.gts.Client().OptValue(kgo.ConsumerGroup).(string)
+		instance, _ = s.gts.Client().OptValue(kgo.InstanceID).(string)
+	}
+	return fencedBy(op, s.cfg.TransactionalID, group, instance, cause)
 }
 
 func (s *Session) discard() {

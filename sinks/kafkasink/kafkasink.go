@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/sinks"
@@ -124,6 +125,12 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 // end ends the transaction; cause is why a commit became an abort.
 func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
 	err := t.ks.s.End(ctx, commit)
+	if err != nil && !sinks.IsFatal(err) && fencedProduce(cause) {
+		// The records were refused because the broker had already
+		// aborted the transaction and bumped the epoch (a timeout, an
+		// unknown outcome): End's verdict says why, and it is not fatal.
+		cause = nil
+	}
 	switch {
 	case err == nil:
 		return cause
@@ -132,6 +139,13 @@ func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
 	default:
 		return errors.Join(cause, err)
 	}
+}
+
+// fencedProduce reports whether err is a record refused for the producer's
+// epoch, which follows from the transaction's fate rather than the record.
+func fencedProduce(err error) bool {
+	var pe *sinks.ProduceError
+	return errors.As(err, &pe) && (errors.Is(pe.Err, kerr.ProducerFenced) || errors.Is(pe.Err, kerr.InvalidProducerEpoch))
 }
 
 func (t *kafkaTxn) Rollback(ctx context.Context) error {

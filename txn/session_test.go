@@ -1,0 +1,162 @@
+package txn_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/internal/verify"
+	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/txn"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const txnTimeout = time.Second
+
+// open opens a session consuming "in" in group "g" as static member
+// instance, with a short transaction timeout.
+func open(t *testing.T, brokers []string, instance string) *txn.Session {
+	t.Helper()
+	s, err := txn.Open(context.Background(), txn.Config{
+		ClientOpts: []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.TransactionTimeout(txnTimeout)},
+		ConsumerOpts: []kgo.Opt{
+			kgo.ConsumerGroup("g"), kgo.ConsumeTopics("in"),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.SessionTimeout(5 * time.Second),
+			kgo.InstanceID(instance),
+		},
+		TransactionalID: "g:" + instance,
+		LeaveOnClose:    true,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+// pollSome polls until at least one record arrived.
+func pollSome(t *testing.T, s *txn.Session) []*kgo.Record {
+	t.Helper()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		fs, err := s.Poll(ctx, 100)
+		cancel()
+		require.NoError(t, err)
+		if rs := fs.Records(); len(rs) > 0 {
+			return rs
+		}
+		require.NoError(t, ctx.Err(), "no records within 10s")
+	}
+}
+
+func produce(s *txn.Session, rs []*kgo.Record) {
+	for _, r := range rs {
+		s.Produce(context.Background(), testkit.CopyRecord("out", r), nil)
+	}
+}
+
+// awaitAborted waits until the broker ended the open transaction on "out":
+// its last stable offset catches up with its high watermark.
+func awaitAborted(t *testing.T, brokers []string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	testkit.WaitFor(t, 30*time.Second, "the broker to end the open transaction", func() bool {
+		hwm, err1 := adm.ListEndOffsets(context.Background(), "out")
+		lso, err2 := adm.ListCommittedOffsets(context.Background(), "out")
+		if err1 != nil || err2 != nil || hwm.Error() != nil || lso.Error() != nil {
+			return false
+		}
+		ended := true
+		hwm.Each(func(h kadm.ListedOffset) {
+			if l, ok := lso.Lookup(h.Topic, h.Partition); !ok || l.Offset < h.Offset {
+				ended = false
+			}
+		})
+		return ended
+	})
+}
+
+// A transaction that outlives the transaction timeout is aborted by the
+// broker, which then answers as it does to a zombie (the epoch moved). With
+// no successor, End must report a retryable timeout, never a fatal fence,
+// and the re-created session must commit the records again.
+func TestEndAfterTheBrokerTimedTheTransactionOutIsRetryable(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	s := open(t, brokers, "a")
+
+	rs := pollSome(t, s)
+	require.NoError(t, s.Begin(context.Background()))
+	produce(s, rs)
+	require.NoError(t, s.Flush(context.Background()))
+	awaitAborted(t, brokers)
+
+	err := s.End(context.Background(), true)
+	require.Error(t, err)
+	require.ErrorIs(t, err, sinks.ErrTxnTimedOut)
+	require.ErrorIs(t, err, sinks.ErrAborted)
+	require.False(t, sinks.IsFatal(err), "a timeout reported as fatal: %v", err)
+	require.True(t, sinks.IsRetryable(err))
+
+	// The session goes on from the committed offsets.
+	rs = pollSome(t, s)
+	require.Len(t, rs, 10, "the aborted records are polled again")
+	require.NoError(t, s.Begin(context.Background()))
+	produce(s, rs)
+	require.NoError(t, s.End(context.Background(), true))
+	testkit.Verify(t, brokers, "in", "out")
+}
+
+// A successor that initializes our transactional id while our transaction is
+// open fences us: End must stop with one sentence that names the InstanceID.
+func TestEndAfterASuccessorFencedUsIsFatal(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	s := open(t, brokers, "a")
+
+	rs := pollSome(t, s)
+	require.NoError(t, s.Begin(context.Background()))
+	produce(s, rs)
+	require.NoError(t, s.Flush(context.Background()))
+	require.NoError(t, txn.Fence(context.Background(), []kgo.Opt{kgo.SeedBrokers(brokers...)}, "g:a"))
+
+	err := s.End(context.Background(), true)
+	require.True(t, sinks.IsFatal(err), "%v", err)
+	require.ErrorIs(t, err, sinks.ErrFenced)
+	var fe *sinks.FatalError
+	require.ErrorAs(t, err, &fe)
+	require.Contains(t, err.Error(), `another instance started with InstanceID "a" in group "g"`)
+	require.Contains(t, err.Error(), "each running instance needs its own InstanceID")
+	out, err := verify.ReadAll(context.Background(), []kgo.Opt{kgo.SeedBrokers(brokers...)}, "out", 10*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, out, "nothing of the fenced transaction is visible")
+}
+
+// Open fences the previous incarnation: a transaction that a crashed
+// predecessor left open is aborted at once, so read_committed readers are not
+// pinned until the transaction timeout.
+func TestOpenAbortsThePredecessorsOpenTransaction(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	old, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID("g:a"), kgo.TransactionTimeout(time.Minute))
+	require.NoError(t, err)
+	defer old.Close()
+	require.NoError(t, old.BeginTransaction())
+	require.NoError(t, old.ProduceSync(context.Background(), &kgo.Record{Topic: "out", Value: []byte("orphan")}).FirstErr())
+
+	open(t, brokers, "a") // fences "g:a"
+	awaitAborted(t, brokers)
+	err = old.EndTransaction(context.Background(), kgo.TryCommit)
+	require.Error(t, err, "the predecessor's transaction must not commit after the fence")
+	out, err := verify.ReadAll(context.Background(), []kgo.Opt{kgo.SeedBrokers(brokers...)}, "out", 10*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, out, "the orphan's record is not visible")
+}
