@@ -115,7 +115,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 
 	sess, err := p.openFirst(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !sinks.IsFatal(err) {
 			return nil
 		}
 		return err
@@ -135,13 +135,13 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 	for {
 		start := time.Now()
 		batches, err := p.collect(ctx, sess)
+		if sinks.IsFatal(err) {
+			return err // even at shutdown: the embedding program must see it
+		}
 		if ctx.Err() != nil {
 			return nil // nothing begun: the polled records stay uncommitted
 		}
 		if err != nil {
-			if sinks.IsFatal(err) {
-				return err
-			}
 			p.log.Warn("polling failed; retrying", "err", err)
 			if !bo.Wait(ctx) {
 				return nil
@@ -158,10 +158,14 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 			failures = 0
 			bo.Reset()
 			continue
-		case ctx.Err() != nil:
-			return nil
 		case sinks.IsFatal(err):
-			return err
+			return err // checked before ctx: a fatal error at shutdown is not swallowed
+		case ctx.Err() != nil:
+			var se *StageError
+			if errors.As(err, &se) && se.Panic != nil {
+				return se // a bug, whenever it happens
+			}
+			return nil
 		}
 		var (
 			se *StageError
@@ -319,13 +323,16 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	if err != nil {
 		return err
 	}
-	defer func() {
+	rollback := func() error {
 		rctx, cancel := endCtx()
 		defer cancel()
-		if rerr := tx.Rollback(rctx); rerr != nil && !sinks.IsRetryable(rerr) {
-			p.log.Warn("rollback", "err", rerr)
+		rerr := tx.Rollback(rctx) // a no-op after Commit or a first Rollback
+		if rerr != nil && !sinks.IsRetryable(rerr) && !sinks.IsFatal(rerr) {
+			p.log.Warn("rolling the transaction back", "err", rerr)
 		}
-	}()
+		return rerr
+	}
+	defer rollback()
 
 	// The Stage must finish well inside the transaction timeout, or the
 	// broker aborts the transaction under it. Past the stage budget the
@@ -345,6 +352,9 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		err = ctx.Err()
 	}
 	if err != nil {
+		if rerr := rollback(); sinks.IsFatal(rerr) {
+			err = rerr // fenced while aborting: that is what Run must report
+		}
 		p.aborted(ctx, batches, err)
 		return err
 	}
