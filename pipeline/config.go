@@ -80,7 +80,9 @@ func Topics(topics ...string) Opt {
 // the Kafka sink's transactional id is derived from it, and a restarted
 // instance uses it to fence its crashed predecessor and resume within about
 // a second instead of waiting out the transaction timeout. Letters, digits,
-// '.', '_' and '-' only.
+// '.', '_' and '-' only. The Kafka sink's transactional id is
+// "<group>:<instance id>" (kafkasink.TransactionalID), distinct for every
+// pair of group and instance id.
 func InstanceID(id string) Opt { return opt(func(c *config) { c.instanceID = id }) }
 
 // MaxRecords bounds the records in one transaction, over all partitions.
@@ -208,7 +210,7 @@ func (c *config) validate() error {
 		return bad("InstanceID", `""`, "an instance id is required: it must be stable across restarts and unique among running instances, so a restart fences its crashed predecessor")
 	}
 	if !idRE.MatchString(c.instanceID) {
-		return bad("InstanceID", fmt.Sprintf("%q", c.instanceID), "use letters, digits, '.', '_' and '-' only")
+		return bad("InstanceID", fmt.Sprintf("%q", c.instanceID), "use letters, digits, '.', '_' and '-' only (no ':', which separates the group from the instance id in the transactional id)")
 	}
 	for _, b := range c.brokers {
 		if b == "" || !strings.Contains(b, ":") {

@@ -33,6 +33,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"bad topic", []pipeline.Opt{pipeline.Topics("a b")}, "Topics", "no spaces"},
 		{"no instance", []pipeline.Opt{pipeline.InstanceID("")}, "InstanceID", "stable across restarts"},
 		{"bad instance", []pipeline.Opt{pipeline.InstanceID("a/b")}, "InstanceID", "letters, digits"},
+		{"colon in instance", []pipeline.Opt{pipeline.InstanceID("eu:1")}, "InstanceID", "no ':'"},
 		{"bad broker", []pipeline.Opt{pipeline.Brokers("localhost")}, "Brokers", "host:port"},
 		{"zero records", []pipeline.Opt{pipeline.MaxRecords(0)}, "MaxRecords", "positive"},
 		{"zero bytes", []pipeline.Opt{pipeline.MaxBytes(-1)}, "MaxBytes", "positive"},

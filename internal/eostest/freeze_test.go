@@ -22,7 +22,7 @@ func TestParseRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			req := kmsg.NewPtrEndTxnRequest()
 			req.SetVersion(tc.version)
-			req.TransactionalID = "g-a"
+			req.TransactionalID = "g:a"
 			req.ProducerID = 42
 			req.ProducerEpoch = 7
 			req.Commit = true

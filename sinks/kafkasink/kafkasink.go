@@ -18,17 +18,23 @@ import (
 // (KIP-98, KIP-447). Consumers of the output that read with read_committed
 // isolation see each input's output exactly once.
 //
-// The transactional id of an instance is "<group>-<instance id>": stable
-// across restarts, so a restarted instance fences its crashed predecessor,
-// and distinct among instances, so they do not fence each other.
+// The transactional id of an instance is [TransactionalID]: stable across
+// restarts, so a restarted instance fences its crashed predecessor, and
+// distinct among instances of all pipelines, so they never fence each other.
 type Sink struct{}
 
 // New returns the Kafka sink.
 func New() *Sink { return &Sink{} }
 
 // TransactionalID is the transactional id the Kafka sink uses for an
-// instance of a group.
-func TransactionalID(group, instanceID string) string { return group + "-" + instanceID }
+// instance of a group: "<group>:<instance id>". The derivation is injective:
+// an instance id never contains ':' (pipeline.New refuses it), so the last
+// ':' tells the two apart, and no two (group, instance) pairs share an id —
+// ("orders", "eu-1") and ("orders-eu", "1") get "orders:eu-1" and
+// "orders-eu:1". (A "-" separator let such pipelines fence each other on
+// every start.) Grant the principal Write on this id in clusters with ACLs:
+// a prefixed ACL on "<group>:" covers every instance of the group.
+func TransactionalID(group, instanceID string) string { return group + ":" + instanceID }
 
 // Open implements [sinks.Sink].
 func (k *Sink) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session[*Writer], error) {
