@@ -71,6 +71,11 @@ func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], 
 	}
 	log = log.With("group", cfg.group, "instance", cfg.instanceID)
 	pl := &Pipeline[W]{cfg: cfg, sink: sink, stage: stage, log: log}
+	if cc, ok := sink.(sinks.ConfigChecker); ok {
+		if err := cc.CheckConfig(pl.sessionConfig()); err != nil {
+			return nil, err
+		}
+	}
 	for i, h := range cfg.hooks {
 		if !pl.hooks.add(h) {
 			return nil, &sinks.ConfigError{Option: "pipeline.Hooks", Value: fmt.Sprintf("hook %d (%T)", i, h),
@@ -230,6 +235,8 @@ func (p *Pipeline[W]) sessionConfig() sinks.SessionConfig {
 		InstanceID:   p.cfg.instanceID,
 		StaticMember: p.cfg.static,
 		Logger:       p.log,
+
+		TransactionTimeout: p.cfg.txnTimeout,
 	}
 }
 

@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -68,6 +69,17 @@ type SessionConfig struct {
 	StaticMember bool
 	// Logger receives the sink's log lines. Never nil.
 	Logger *slog.Logger
+	// TransactionTimeout budgets each transaction from Begin to the end of
+	// Commit: the Stage gets 80% of it, the commit the rest.
+	TransactionTimeout time.Duration
+}
+
+// ConfigChecker is implemented by a sink that must refuse pipeline settings
+// it cannot work with. pipeline.New calls it, before anything connects, with
+// the SessionConfig the sink's sessions would get, and returns its error (a
+// [*ConfigError], by convention).
+type ConfigChecker interface {
+	CheckConfig(SessionConfig) error
 }
 
 // Session is one connected incarnation of a pipeline instance: a consumer in

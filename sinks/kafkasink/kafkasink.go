@@ -70,7 +70,7 @@ func (ks *kafkaSession) Begin(ctx context.Context, batches []*sinks.Batch) (sink
 		if err != nil {
 			t.fail(r.Topic, err)
 		}
-		t.promises.Done()
+		t.promises.done()
 	}
 	return t, nil
 }
@@ -88,7 +88,7 @@ type kafkaTxn struct {
 	// promises counts records whose promise has not run: kgo calls the
 	// promise of a record it refuses before buffering asynchronously,
 	// and Flush does not wait for it.
-	promises sync.WaitGroup
+	promises pending
 	promise  func(*kgo.Record, error)
 }
 
@@ -119,7 +119,7 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 	if err := s.Flush(ctx); err != nil {
 		return t.end(ctx, false, err)
 	}
-	if err := waitCtx(ctx, &t.promises); err != nil {
+	if err := t.promises.wait(ctx); err != nil {
 		return t.end(ctx, false, err)
 	}
 	if perr := t.produceErr(); perr != nil {
@@ -180,16 +180,49 @@ func (w *Writer) Produce(r *kgo.Record) {
 		w.t.fail("", errors.New("record has no topic"))
 		return
 	}
-	w.t.promises.Add(1)
+	w.t.promises.add()
 	w.t.ks.s.Produce(w.t.ctx, r, w.t.promise)
 }
 
-// waitCtx waits for wg, or until ctx is done.
-func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+// pending counts records whose promise has not run yet. Unlike a
+// sync.WaitGroup it can be waited on with a context without a goroutine that
+// would outlive the wait.
+type pending struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; nil while nobody waits
+}
+
+func (p *pending) add() {
+	p.mu.Lock()
+	p.n++
+	p.mu.Unlock()
+}
+
+func (p *pending) done() {
+	p.mu.Lock()
+	p.n--
+	if p.n == 0 && p.zero != nil {
+		close(p.zero)
+		p.zero = nil
+	}
+	p.mu.Unlock()
+}
+
+// wait returns once no promise is pending, or ctx's error when it ends first.
+func (p *pending) wait(ctx context.Context) error {
+	p.mu.Lock()
+	if p.n == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	if p.zero == nil {
+		p.zero = make(chan struct{})
+	}
+	zero := p.zero
+	p.mu.Unlock()
 	select {
-	case <-done:
+	case <-zero:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

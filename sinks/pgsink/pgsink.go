@@ -214,6 +214,20 @@ func (c *pgConfig) validate() error {
 	return nil
 }
 
+// CheckConfig implements [sinks.ConfigChecker]: it refuses an
+// IdleInTransactionTimeout that a transaction may legitimately reach. A
+// partition's transaction sits idle while the Stage of other partitions runs
+// and until the commit, up to the pipeline's TransactionTimeout; a shorter
+// idle timeout would make the server end such transactions (25P03) on every
+// slow batch, which the pipeline would retry forever.
+func (p *Sink) CheckConfig(cfg sinks.SessionConfig) error {
+	if d := p.cfg.idleTimeout; d > 0 && d <= cfg.TransactionTimeout {
+		return &sinks.ConfigError{Option: "pgsink.IdleInTransactionTimeout", Value: d,
+			Reason: fmt.Sprintf("must be longer than the pipeline's TransactionTimeout %v: a partition's transaction may sit idle that long while the Stage runs, and the server would end it (25P03) on every slow batch; raise it, or 0 to keep the server's setting", cfg.TransactionTimeout)}
+	}
+	return nil
+}
+
 // checkIdent refuses identifiers Postgres would truncate or that are almost
 // certainly a mistake; quoting makes any other name safe.
 func checkIdent(opt, what, s string) error {

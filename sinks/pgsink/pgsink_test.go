@@ -442,6 +442,34 @@ func TestPostgresOptions(t *testing.T) {
 	}
 }
 
+// An idle-in-transaction timeout that a transaction may reach while the
+// Stage runs would end every slow batch's transaction (25P03), retried
+// forever: pipeline.New refuses the combination before anything connects.
+func TestPostgresIdleTimeoutMustOutlastTheTransaction(t *testing.T) {
+	pool, err := pgxpool.New(context.Background(), pgURL()) // lazy: never connects here
+	require.NoError(t, err)
+	defer pool.Close()
+	stage := pipeline.StageFunc[*pgsink.Writer](func(context.Context, *sinks.Batch, *pgsink.Writer) error { return nil })
+	opts := []pipeline.Opt{pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("a"),
+		pipeline.TransactionTimeout(10 * time.Second)}
+
+	for _, idle := range []time.Duration{time.Second, 10 * time.Second} {
+		sink, err := pgsink.New(pool, pgsink.IdleInTransactionTimeout(idle))
+		require.NoError(t, err, "the sink alone cannot know the pipeline's budget")
+		_, err = pipeline.New(sink, stage, opts...)
+		var ce *sinks.ConfigError
+		require.ErrorAs(t, err, &ce, "idle %v", idle)
+		require.Equal(t, "pgsink.IdleInTransactionTimeout", ce.Option)
+		require.Contains(t, ce.Reason, "TransactionTimeout 10s")
+	}
+	for _, idle := range []time.Duration{0, 11 * time.Second, time.Minute} {
+		sink, err := pgsink.New(pool, pgsink.IdleInTransactionTimeout(idle))
+		require.NoError(t, err)
+		_, err = pipeline.New(sink, stage, opts...)
+		require.NoError(t, err, "idle %v", idle)
+	}
+}
+
 func TestPostgresMigrate(t *testing.T) {
 	pool := pgPool(t)
 	schema := testSchema(t, pool, uniqueName("exactly_mig"))
