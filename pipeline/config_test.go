@@ -98,10 +98,11 @@ func TestRunUnreachableBrokers(t *testing.T) {
 
 func TestRunTwiceAtOnce(t *testing.T) {
 	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 1)
 	p := newPipeline(t, brokers, copyStage("out"), "a")
 	stop, _ := run(p)
 	defer func() { require.NoError(t, stop()) }()
-	// Once the first Run opened its session, a second must refuse.
-	testkit.WaitFor(t, 10*time.Second, "the session to open", func() bool { return p.Stats().Sessions > 0 })
+	// Once the first Run committed, it is surely running: a second must refuse.
+	testkit.WaitFor(t, 10*time.Second, "the first commit", func() bool { return p.Stats().CommittedTxns > 0 })
 	require.ErrorIs(t, p.Run(context.Background()), pipeline.ErrRunning)
 }

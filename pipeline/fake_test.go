@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -87,3 +88,6 @@ func (t *fakeTxn) Rollback(context.Context) error {
 	}
 	return nil
 }
+
+// errDropped makes a kfake control function close the client's connection.
+var errDropped = errors.New("connection dropped by the test")

@@ -33,16 +33,43 @@ type Pipeline[W any] struct {
 
 // Stats are counters since New. Safe to read while Run runs.
 type Stats struct {
-	CommittedRecords int64 // input records whose effects committed
-	CommittedTxns    int64 // committed transactions
-	AbortedTxns      int64 // transactions rolled back (stage errors, rebalances, unknown outcomes)
-	StageErrors      int64 // failed Process calls
-	Sessions         int64 // sessions opened by Run
-	UnknownOutcomes  int64 // commits whose outcome was unknown and resolved by the sink
+	// CommittedRecords is the input records whose effects committed,
+	// including the partitions that committed when others of the same
+	// transaction did not (Postgres mode commits each partition on its
+	// own), and Kafka commits whose outcome was unknown until the group's
+	// committed offsets showed that they landed.
+	CommittedRecords int64
+	// CommittedTxns is the transactions that committed, wholly or in part.
+	CommittedTxns int64
+	// AbortedTxns is the transactions, or parts of them, that did not
+	// commit; Aborts splits them by reason.
+	AbortedTxns int64
+	Aborts      map[AbortReason]int64
+	// StageErrors is the failed Process calls (errors, panics, calls that
+	// ran past the Stage budget).
+	StageErrors int64
+	// UnknownOutcomes is the commits whose outcome was unknown and was
+	// settled as not committed, or could not be settled yet (counted in
+	// Aborts as AbortUnknownOutcome too).
+	UnknownOutcomes int64
 }
 
+// abortReasons are the reasons Stats counts, in a fixed order.
+var abortReasons = [...]AbortReason{AbortRebalance, AbortStageError, AbortRefused, AbortTimeout,
+	AbortFenced, AbortUnknownOutcome, AbortShutdown, AbortSinkError}
+
 type stats struct {
-	records, txns, aborts, stageErrs, sessions, unknown atomic.Int64
+	records, txns, aborts, stageErrs, unknown atomic.Int64
+	byReason                                  [len(abortReasons)]atomic.Int64
+}
+
+func (s *stats) abort(r AbortReason) {
+	s.aborts.Add(1)
+	for i, x := range abortReasons {
+		if x == r {
+			s.byReason[i].Add(1)
+		}
+	}
 }
 
 // New returns a Pipeline that runs stage on the batches it consumes and
@@ -87,14 +114,20 @@ func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], 
 
 // Stats returns the pipeline's counters.
 func (p *Pipeline[W]) Stats() Stats {
-	return Stats{
+	st := Stats{
 		CommittedRecords: p.stats.records.Load(),
 		CommittedTxns:    p.stats.txns.Load(),
 		AbortedTxns:      p.stats.aborts.Load(),
+		Aborts:           make(map[AbortReason]int64, len(abortReasons)),
 		StageErrors:      p.stats.stageErrs.Load(),
-		Sessions:         p.stats.sessions.Load(),
 		UnknownOutcomes:  p.stats.unknown.Load(),
 	}
+	for i, r := range abortReasons {
+		if n := p.stats.byReason[i].Load(); n > 0 {
+			st.Aborts[r] = n
+		}
+	}
+	return st
 }
 
 // Run consumes, processes and commits until ctx is done or a fatal error
@@ -211,7 +244,6 @@ func (p *Pipeline[W]) openFirst(ctx context.Context) (sinks.Session[W], error) {
 		sess, err := p.sink.Open(octx, p.sessionConfig())
 		cancel()
 		if err == nil {
-			p.stats.sessions.Add(1)
 			return sess, nil
 		}
 		if sinks.IsFatal(err) || ctx.Err() != nil {
@@ -369,16 +401,53 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	cctx, cancelCommit := context.WithDeadline(context.WithoutCancel(ctx), txStart.Add(p.cfg.txnTimeout))
 	err = tx.Commit(cctx)
 	cancelCommit()
+	done, failed := batches, []*sinks.Batch(nil)
 	if err != nil {
-		p.aborted(ctx, batches, err)
-		return err
+		done, failed = splitCommit(batches, err)
+		p.aborted(ctx, failed, err)
 	}
-	records, bytes := size(batches)
-	p.stats.records.Add(int64(records))
-	p.stats.txns.Add(1)
-	p.hooks.batchCommitted(CommitInfo{Records: records, Bytes: bytes, Partitions: len(batches),
-		Took: time.Since(start), Commit: time.Since(commitStart)})
-	return nil
+	if len(done) > 0 {
+		records, bytes := size(done)
+		p.stats.records.Add(int64(records))
+		p.stats.txns.Add(1)
+		p.hooks.batchCommitted(CommitInfo{Records: records, Bytes: bytes, Partitions: len(done),
+			Took: time.Since(start), Commit: time.Since(commitStart)})
+	}
+	return err
+}
+
+// splitCommit tells, after a failed Commit, which batches committed all the
+// same: a sink that commits partitions on their own names each partition that
+// did not commit with a *sinks.PartitionError, and the others committed.
+// Without PartitionErrors nothing committed.
+func splitCommit(batches []*sinks.Batch, err error) (done, failed []*sinks.Batch) {
+	named := map[tp]bool{}
+	var walk func(error)
+	walk = func(e error) {
+		switch x := e.(type) {
+		case nil:
+		case *sinks.PartitionError:
+			named[tp{x.Topic, x.Partition}] = true
+		case interface{ Unwrap() []error }:
+			for _, c := range x.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(x.Unwrap())
+		}
+	}
+	walk(err)
+	if len(named) == 0 {
+		return nil, batches
+	}
+	for _, b := range batches {
+		if named[tp{b.Topic, b.Partition}] {
+			failed = append(failed, b)
+		} else {
+			done = append(done, b)
+		}
+	}
+	return done, failed
 }
 
 // size counts the records of batches and their keys' and values' bytes.
@@ -395,7 +464,7 @@ func size(batches []*sinks.Batch) (records, bytes int) {
 // aborted counts a transaction that did not commit and tells the hooks why.
 func (p *Pipeline[W]) aborted(ctx context.Context, batches []*sinks.Batch, err error) {
 	reason := abortReason(ctx, err)
-	p.stats.aborts.Add(1)
+	p.stats.abort(reason)
 	if reason == AbortUnknownOutcome {
 		p.stats.unknown.Add(1)
 	}

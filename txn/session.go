@@ -239,6 +239,53 @@ func (s *Session) End(ctx context.Context, commit bool) error {
 	return recreated(err)
 }
 
+// Committed settles a transaction whose End returned an unknown outcome by
+// reading what the group committed. It opens the session's new client if End
+// did not (whose InitProducerID fences the old epoch, so the transaction is
+// settled either way), then reads the group's stable committed offsets of the
+// partitions in next. committed is true if every one is exactly at its next
+// offset (the transaction committed); known is false if that could not be
+// read, or if an offset is past next (another owner moved on: the pipeline
+// cannot tell whose commit it was).
+func (s *Session) Committed(ctx context.Context, next map[string]map[int32]int64) (committed, known bool) {
+	if err := s.ensure(ctx); err != nil {
+		s.log.Debug("settling an unknown outcome: re-opening the session", "err", err)
+		return false, false
+	}
+	cl := s.gts.Client()
+	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
+	topics := make([]string, 0, len(next))
+	for t := range next {
+		topics = append(topics, t)
+	}
+	offs, err := kadm.NewClient(cl).FetchOffsetsForTopics(kadm.RequireStable(ctx), group, topics...)
+	if err != nil || offs.Error() != nil {
+		s.log.Debug("settling an unknown outcome: fetching the committed offsets", "err", errors.Join(err, offs.Error()))
+		return false, false
+	}
+	all, none := true, true
+	for t, ps := range next {
+		for p, want := range ps {
+			o, ok := offs.Lookup(t, p)
+			switch {
+			case !ok || o.At < want:
+				all = false
+			case o.At == want:
+				none = false
+			default:
+				return false, false
+			}
+		}
+	}
+	switch {
+	case all:
+		return true, true
+	case none:
+		return false, true
+	}
+	return false, false // a transaction is atomic: a mix means someone else committed too
+}
+
 // recreate discards the client and, while ctx allows, opens a new one
 // (fencing the old epoch); otherwise the next call re-opens it.
 func (s *Session) recreate(ctx context.Context) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -63,7 +64,7 @@ func (ks *kafkaSession) Begin(ctx context.Context, batches []*sinks.Batch) (sink
 	if err := ks.s.Begin(ctx); err != nil {
 		return nil, err
 	}
-	t := &kafkaTxn{ks: ks, ctx: ctx}
+	t := &kafkaTxn{ks: ks, ctx: ctx, batches: batches}
 	// One promise for all records of the transaction, not a closure per
 	// record.
 	t.promise = func(r *kgo.Record, err error) {
@@ -80,11 +81,12 @@ func (ks *kafkaSession) Close(ctx context.Context) error {
 }
 
 type kafkaTxn struct {
-	ks    *kafkaSession
-	ctx   context.Context
-	done  bool
-	errMu sync.Mutex
-	err   error
+	ks      *kafkaSession
+	batches []*sinks.Batch
+	ctx     context.Context
+	done    bool
+	errMu   sync.Mutex
+	err     error
 	// promises counts records whose promise has not run: kgo calls the
 	// promise of a record it refuses before buffering asynchronously,
 	// and Flush does not wait for it.
@@ -125,7 +127,33 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 	if perr := t.produceErr(); perr != nil {
 		return t.end(ctx, false, perr)
 	}
-	return t.end(ctx, true, nil)
+	err := t.end(ctx, true, nil)
+	if errors.Is(err, sinks.ErrOutcomeUnknown) && !sinks.IsFatal(err) {
+		// The session was (or will be) re-created, which settled the
+		// transaction; the group's committed offsets say how.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleBudget)
+		defer cancel()
+		if committed, known := t.ks.s.Committed(sctx, nextOffsets(t.batches)); known && committed {
+			return nil
+		}
+	}
+	return err
+}
+
+// settleBudget bounds reading the committed offsets after an unknown
+// outcome; past it the outcome stays unknown, which costs only a count.
+const settleBudget = 5 * time.Second
+
+// nextOffsets is where each batch's partition resumes once it committed.
+func nextOffsets(batches []*sinks.Batch) map[string]map[int32]int64 {
+	next := map[string]map[int32]int64{}
+	for _, b := range batches {
+		if next[b.Topic] == nil {
+			next[b.Topic] = map[int32]int64{}
+		}
+		next[b.Topic][b.Partition] = b.NextOffset()
+	}
+	return next
 }
 
 // end ends the transaction; cause is why a commit became an abort.

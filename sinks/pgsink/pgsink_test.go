@@ -1033,8 +1033,8 @@ func TestPostgresPipeline(t *testing.T) {
 		took := time.Since(began)
 		require.NoError(t, stop())
 		st := p.Stats()
-		t.Logf("%d records in %v: %.0f rows/s (%d transactions, %d aborted, %d sessions)",
-			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), st.CommittedTxns, st.AbortedTxns, st.Sessions)
+		t.Logf("%d records in %v: %.0f rows/s (%d transactions, %d aborted: %v)",
+			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), st.CommittedTxns, st.AbortedTxns, st.Aborts)
 		r.verify(true)
 	})
 
