@@ -82,7 +82,7 @@ func (r Request) withDefaults() (Request, error) {
 // topicState is what the cluster told us about one topic.
 type topicState struct {
 	name    string
-	role    string // "input", "output", "transaction state log", "consumer offsets"
+	role    string // "input", "output", "transaction state log", "consumer offsets topic"
 	exists  bool
 	err     error              // a failure to describe the topic other than "does not exist"
 	rf      int                // replicas of partition 0 (the smallest over partitions)
@@ -164,7 +164,7 @@ func gather(ctx context.Context, adm *kadm.Client, req Request) (snapshot, error
 		add(TransactionStateTopic, "transaction state log")
 	}
 	if !req.PostgresOffsets {
-		add(ConsumerOffsetsTopic, "consumer offsets")
+		add(ConsumerOffsetsTopic, "consumer offsets topic")
 	}
 
 	md, err := adm.Metadata(ctx, names...)

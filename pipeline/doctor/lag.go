@@ -29,19 +29,37 @@ func (c Committed) Set(topic string, p int32, offset int64) {
 	c[topic][p] = offset
 }
 
-// KafkaCommitted reads group's committed offsets for topics from Kafka
-// (OffsetFetch, requiring stable offsets is not needed for a lag view).
+// KafkaCommitted reads group's committed offsets for topics (all of the
+// group's topics when none are named) from Kafka with OffsetFetch.
 func KafkaCommitted(ctx context.Context, adm *kadm.Client, group string, topics ...string) (Committed, error) {
 	if group == "" {
 		return nil, errors.New("doctor: no consumer group given: pass -group <the pipeline's group>")
 	}
-	offs, err := adm.FetchOffsetsForTopics(ctx, group, topics...)
+	want := map[string]bool{}
+	for _, t := range topics {
+		want[t] = true
+	}
+	offs, err := adm.FetchOffsets(ctx, group)
+	// The first request for a group can find its coordinator still being
+	// elected (or __consumer_offsets being created): retry those until ctx
+	// ends.
+	for backoff := 50 * time.Millisecond; err != nil && kerr.IsRetriable(err); backoff = min(2*backoff, time.Second) {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("doctor: fetching committed offsets of group %q: %w (%w)", group, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		offs, err = adm.FetchOffsets(ctx, group)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("doctor: fetching committed offsets of group %q: %w", group, err)
 	}
 	c := Committed{}
 	var errs []error
 	offs.Each(func(o kadm.OffsetResponse) {
+		if len(want) > 0 && !want[o.Topic] {
+			return
+		}
 		if o.Err != nil {
 			errs = append(errs, fmt.Errorf("%s[%d]: %w", o.Topic, o.Partition, o.Err))
 			return

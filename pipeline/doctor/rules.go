@@ -86,6 +86,14 @@ func alterBrokers(kv string) string {
 	return fmt.Sprintf("kafka-configs.sh --bootstrap-server <brokers> --alter --entity-type brokers --entity-default --add-config %s", kv)
 }
 
+// never marks Kafka's "no limit" value (Long.MAX_VALUE) of a flush setting.
+func never(v string) string {
+	if v == strconv.FormatInt(math.MaxInt64, 10) {
+		return v + " (never)"
+	}
+	return v
+}
+
 func ms(d time.Duration) int64 { return d.Milliseconds() }
 
 // human renders milliseconds as a duration ("168h0m0s"); -1 is "forever".
@@ -227,7 +235,7 @@ func plannedInternal(t topicState, bcfg map[string]*string, res string) []Findin
 	}
 	var out []Finding
 	out = append(out, Finding{Check: CheckTopicExists, Resource: res, Severity: Info, Current: "missing",
-		Risk: fmt.Sprintf("Kafka creates the %s on first use with %s and %s from the broker config; those are checked below", t.role, rfKey, isrKey)})
+		Risk: fmt.Sprintf("Kafka creates the %s on first use with %s and %s from the broker config; the other findings on this resource check those", t.role, rfKey, isrKey)})
 	rf, okRF := cfgInt(bcfg, rfKey)
 	if !okRF {
 		return append(out, Finding{Check: CheckReplicationFactor, Resource: res, Severity: Warn, Current: "not reported",
@@ -311,7 +319,7 @@ func minISRFinding(res string, t topicState, rf int, mi int64) Finding {
 func flushFinding(res string, t topicState, rf int, mi int64) Finding {
 	msgs, okM := cfg(t.configs, "flush.messages")
 	fms, okT := cfg(t.configs, "flush.ms")
-	cur := "flush.messages=" + msgs + " flush.ms=" + fms
+	cur := "flush.messages=" + never(msgs) + " flush.ms=" + never(fms)
 	if !okM && !okT {
 		cur = "flush settings not reported (Kafka default: never fsync per write)"
 	}
