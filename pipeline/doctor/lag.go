@@ -158,8 +158,8 @@ func (r LagReport) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "total lag %d (%s, at %s)\n", r.Total, label, r.At.UTC().Format(time.RFC3339))
 	for _, p := range r.Hanging() {
-		fmt.Fprintf(w, "WARN %s[%d]: last stable offset %d has stayed behind the high watermark %d for %v: an open (hanging) transaction pins every read_committed consumer of this partition; find it with kafka-transactions.sh --bootstrap-server <brokers> find-hanging --topic %s --partition %d and abort it with kafka-transactions.sh abort\n",
-			p.Topic, p.Partition, p.Stable, p.End, p.PinnedFor.Round(time.Second), p.Topic, p.Partition)
+		fmt.Fprintf(w, "WARN %s[%d]: last stable offset %d has stayed behind the high watermark %d for %v: an open (hanging) transaction pins every read_committed consumer of this partition; check it with kafka-transactions.sh --bootstrap-server <brokers> find-hanging --topic %s --partition %d, and if it is hanging abort it with kafka-transactions.sh --bootstrap-server <brokers> abort --topic %s --partition %d --start-offset %d\n",
+			p.Topic, p.Partition, p.Stable, p.End, p.PinnedFor.Round(time.Second), p.Topic, p.Partition, p.Topic, p.Partition, p.Stable)
 	}
 	return nil
 }
