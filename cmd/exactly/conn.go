@@ -82,6 +82,7 @@ func (c *connFlags) opts() ([]kgo.Opt, error) {
 	return opts, nil
 }
 
+// tlsConfig builds the TLS configuration the flags describe.
 func (c *connFlags) tlsConfig() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.tlsCA != "" {

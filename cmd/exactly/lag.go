@@ -152,6 +152,7 @@ func runLag(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// countOpen counts rep's partitions with an open transaction.
 func countOpen(rep doctor.LagReport) int {
 	n := 0
 	for _, p := range rep.Partitions {

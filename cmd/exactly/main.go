@@ -30,6 +30,8 @@ const (
 	exitError = 2
 )
 
+// main runs the command line and exits with its status; SIGINT and SIGTERM
+// end a -watch cleanly.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)

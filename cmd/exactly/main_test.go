@@ -22,6 +22,7 @@ import (
 	"github.com/exactlyonce/exactly/pipeline/doctor"
 )
 
+// TestMain fails the package's tests if any goroutine outlives them.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // exactly runs one command line and returns its exit status, stdout and
@@ -49,6 +50,7 @@ func cluster(t *testing.T, n int) (string, *kadm.Client, []string) {
 	return strings.Join(c.ListenAddrs(), ","), kadm.NewClient(cl), c.ListenAddrs()
 }
 
+// mkTopic creates a topic with partitions, rf and configs ("k=v").
 func mkTopic(t *testing.T, adm *kadm.Client, name string, partitions int32, rf int16, kv ...string) {
 	t.Helper()
 	cfg := map[string]*string{}
@@ -76,6 +78,7 @@ func produceKeys(t *testing.T, seeds []string, topic string, p int32, keys ...st
 	}
 }
 
+// TestDoctorCommand: exit codes with and without -strict, and -json.
 func TestDoctorCommand(t *testing.T) {
 	brokers, adm, _ := cluster(t, 3)
 	mkTopic(t, adm, "weak", 1, 1)
@@ -104,6 +107,8 @@ func TestDoctorCommand(t *testing.T) {
 	}
 }
 
+// TestDoctorUnreachableFailsFast: a closed port fails at once, naming the
+// broker and the cause.
 func TestDoctorUnreachableFailsFast(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -117,6 +122,7 @@ func TestDoctorUnreachableFailsFast(t *testing.T) {
 	require.Contains(t, errs, "connection refused")
 }
 
+// TestUsageErrors: bad flags exit 2 with a message that names the flag.
 func TestUsageErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -150,6 +156,8 @@ func TestUsageErrors(t *testing.T) {
 	require.Contains(t, out, "doctor")
 }
 
+// TestLagCommand: the table, -json, a missing topic, and -watch flagging an
+// open transaction under -strict.
 func TestLagCommand(t *testing.T) {
 	brokers, adm, seeds := cluster(t, 1)
 	mkTopic(t, adm, "lag-in", 2, 1)
@@ -191,6 +199,8 @@ func TestLagCommand(t *testing.T) {
 	require.NoError(t, tx.EndTransaction(ctx, kgo.TryAbort))
 }
 
+// TestVerifyCommand: exit 0 when exact, 1 on a planted duplicate, gap or
+// reorder.
 func TestVerifyCommand(t *testing.T) {
 	brokers, adm, seeds := cluster(t, 1)
 	for _, tp := range []string{"in", "exact", "dup", "gap", "reorder"} {
@@ -221,6 +231,7 @@ func TestVerifyCommand(t *testing.T) {
 
 // --- against the real services (skipped unless configured) ---
 
+// unavailable skips the test, or fails it when EXACTLY_REQUIRE_SERVICES=1.
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)

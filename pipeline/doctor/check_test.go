@@ -81,6 +81,7 @@ func TestCheckTimeouts(t *testing.T) {
 	require.Equal(t, OK, findOne(t, rep.Findings, CheckTxnTimeoutMax, "broker 0").Severity, "kfake's max is 15 minutes")
 }
 
+// TestCheckBadRequest: a bad Request or a nil client is an error, not a panic.
 func TestCheckBadRequest(t *testing.T) {
 	_, adm, _ := fake(t, 1)
 	_, err := Check(ctxT(t), adm, Request{})
@@ -139,6 +140,8 @@ func TestDialTimeout(t *testing.T) {
 	}
 }
 
+// TestReportText: the table is worst first, explains every non-OK finding
+// and ends with a summary; severities reject unknown names.
 func TestReportText(t *testing.T) {
 	rep := Report{Findings: sortFindings([]Finding{
 		{Check: "a", Resource: "topic x", Severity: OK, Current: "3", Risk: "fine"},

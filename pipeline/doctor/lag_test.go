@@ -42,6 +42,8 @@ func openTxn(t *testing.T, seeds []string, topic string, p int32, n int) (abort 
 	}
 }
 
+// TestLagFromKafkaAndOpenTransaction: committed offsets from Kafka, and an
+// open transaction holding the last stable offset until it is aborted.
 func TestLagFromKafkaAndOpenTransaction(t *testing.T) {
 	_, adm, seeds := fake(t, 1)
 	create(t, adm, "lag-in", 2, 1)
@@ -93,6 +95,7 @@ func TestLagFromAnySource(t *testing.T) {
 	require.Equal(t, int64(2), rep.Partitions[0].Committed)
 }
 
+// TestLagErrors: missing topics and groups are errors that name them.
 func TestLagErrors(t *testing.T) {
 	_, adm, _ := fake(t, 1)
 	_, err := Lag(ctxT(t), adm, nil)
@@ -103,10 +106,13 @@ func TestLagErrors(t *testing.T) {
 	require.ErrorContains(t, err, "-group")
 }
 
+// sampleAt is a one-partition lag sample taken at at.
 func sampleAt(at time.Time, stable, end int64) LagReport {
 	return LagReport{At: at, Partitions: []PartitionLag{{Topic: "t", Partition: 0, Stable: stable, End: end}}}
 }
 
+// TestHangTracker: a last stable offset pinned longer than the limit is
+// hanging; one that moves or catches up restarts the clock.
 func TestHangTracker(t *testing.T) {
 	h := NewHangTracker(10 * time.Second)
 	t0 := time.Unix(1000, 0)
@@ -141,6 +147,8 @@ func TestHangTracker(t *testing.T) {
 	require.Contains(t, b.String(), "kafka-transactions.sh")
 }
 
+// TestWatch: samples are tracked across rounds, and Watch returns the
+// context's error or the sampler's.
 func TestWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 )
 
+// TestMain fails the package's tests if any goroutine outlives them.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestNoPostgresDependency: the doctor package is Kafka-only, so programs

@@ -51,6 +51,7 @@ func evaluate(s snapshot, req Request) []Finding {
 	return fs
 }
 
+// internal reports whether t is one of Kafka's internal topics.
 func (t topicState) internal() bool {
 	return t.name == TransactionStateTopic || t.name == ConsumerOffsetsTopic
 }
@@ -94,6 +95,7 @@ func never(v string) string {
 	return v
 }
 
+// ms is d in milliseconds, the unit of Kafka's duration configs.
 func ms(d time.Duration) int64 { return d.Milliseconds() }
 
 // human renders milliseconds as a duration ("168h0m0s"); -1 is "forever".
@@ -107,6 +109,8 @@ func human(msv int64) string {
 	return (time.Duration(msv) * time.Millisecond).String()
 }
 
+// topicFindings checks one topic; b (may be nil) supplies the broker
+// defaults a missing topic would be created with.
 func topicFindings(t topicState, b *brokerState, req Request) []Finding {
 	res := "topic " + t.name
 	f := func(check string, sev Severity, current, risk, fix string) Finding {
@@ -254,6 +258,7 @@ func plannedInternal(t topicState, bcfg map[string]*string, res string) []Findin
 	return out
 }
 
+// rfFinding grades replication factor rf of topic t.
 func rfFinding(res string, t topicState, rf int, fix string) Finding {
 	f := Finding{Check: CheckReplicationFactor, Resource: res, Current: strconv.Itoa(rf)}
 	what := "records"
@@ -284,6 +289,7 @@ func rfFinding(res string, t topicState, rf int, fix string) Finding {
 	return f
 }
 
+// minISRFinding grades min.insync.replicas mi against replication factor rf.
 func minISRFinding(res string, t topicState, rf int, mi int64) Finding {
 	f := Finding{Check: CheckMinInsyncReplicas, Resource: res, Current: fmt.Sprintf("min.insync.replicas=%d (replication factor %d)", mi, rf)}
 	fix := alterTopic(t.name, "min.insync.replicas=2")
@@ -341,6 +347,8 @@ func flushFinding(res string, t topicState, rf int, mi int64) Finding {
 	return f
 }
 
+// brokerFindings checks one broker's API versions and configs against the
+// pipeline.
 func brokerFindings(b brokerState, req Request) []Finding {
 	res := fmt.Sprintf("broker %d", b.id)
 	f := func(check string, sev Severity, current, risk, fix string) Finding {
@@ -441,6 +449,7 @@ func brokerFindings(b brokerState, req Request) []Finding {
 	return out
 }
 
+// pipelineFindings checks the pipeline's own timeouts against each other.
 func pipelineFindings(req Request) []Finding {
 	res := "pipeline"
 	if req.Group != "" {

@@ -12,6 +12,7 @@ import (
 // covered, including cases a kfake cluster cannot express (unclean leader
 // election, flush settings, offline partitions, old brokers' features).
 
+// sp returns a pointer to s.
 func sp(s string) *string { return &s }
 
 // topic returns an existing topic with rf replicas and the given configs on
@@ -53,6 +54,7 @@ func broker(id int32, kv ...string) brokerState {
 	return brokerState{id: id, configs: cfgs, versionsListed: true, hasTxnCommit: true, txnCommitMax: 5, txnVersion: 2, txnVersionMax: 2}
 }
 
+// req is a Request with one input and one output and the defaults.
 func req() Request {
 	r, err := Request{Inputs: []string{"in"}, Outputs: []string{"out"}}.withDefaults()
 	if err != nil {
@@ -74,10 +76,12 @@ func findOne(t *testing.T, fs []Finding, check, resource string) Finding {
 	return out[0]
 }
 
+// evalTopic evaluates t on a healthy broker.
 func evalTopic(t topicState) []Finding {
 	return evaluate(snapshot{topics: []topicState{t}, brokers: []brokerState{broker(1)}}, req())
 }
 
+// TestReplicationFactor: RF 1 is a risk, 2 a warning, 3 or more OK.
 func TestReplicationFactor(t *testing.T) {
 	for _, c := range []struct {
 		rf   int
@@ -97,6 +101,7 @@ func TestReplicationFactor(t *testing.T) {
 	require.Contains(t, f.Fix, "transaction.state.log.replication.factor=3")
 }
 
+// TestMinInsyncReplicas: 1, = RF and > RF are risks; 2 <= min ISR < RF is OK.
 func TestMinInsyncReplicas(t *testing.T) {
 	for _, c := range []struct {
 		rf     int
@@ -125,6 +130,7 @@ func TestMinInsyncReplicas(t *testing.T) {
 	require.Equal(t, Warn, findOne(t, evalTopic(missing), CheckMinInsyncReplicas, "topic in").Severity)
 }
 
+// TestPartitionHealth: offline partitions are a risk, under-replicated a warning.
 func TestPartitionHealth(t *testing.T) {
 	ok := topic("in", "input", 3)
 	require.Equal(t, OK, findOne(t, evalTopic(ok), CheckPartitionHealth, "topic in").Severity)
@@ -138,6 +144,7 @@ func TestPartitionHealth(t *testing.T) {
 	require.Contains(t, f.Current, "[0 2]")
 }
 
+// TestUncleanLeaderElection: enabled is a risk (loss; duplicates on offsets).
 func TestUncleanLeaderElection(t *testing.T) {
 	f := findOne(t, evalTopic(topic("in", "input", 3, "unclean.leader.election.enable", "true")), CheckUncleanElection, "topic in")
 	require.Equal(t, Risk, f.Severity)
@@ -151,6 +158,8 @@ func TestUncleanLeaderElection(t *testing.T) {
 	require.Equal(t, Info, findOne(t, evalTopic(missing), CheckUncleanElection, "topic in").Severity)
 }
 
+// TestRetention: retention shorter than the planned downtime is a risk on
+// inputs, a warning on outputs.
 func TestRetention(t *testing.T) {
 	hour := "3600000"
 	f := findOne(t, evalTopic(topic("in", "input", 3, "retention.ms", hour)), CheckRetention, "topic in")
@@ -174,6 +183,7 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestRetentionBytesAndCleanupPolicy: size limits and compaction on inputs warn.
 func TestRetentionBytesAndCleanupPolicy(t *testing.T) {
 	fs := evalTopic(topic("in", "input", 3, "retention.bytes", "1073741824", "cleanup.policy", "compact,delete"))
 	require.Equal(t, Warn, findOne(t, fs, CheckRetentionBytes, "topic in").Severity)
@@ -183,6 +193,7 @@ func TestRetentionBytesAndCleanupPolicy(t *testing.T) {
 	}
 }
 
+// TestLogFlush: no fsync is a risk on one copy, information with replication.
 func TestLogFlush(t *testing.T) {
 	f := findOne(t, evalTopic(topic("in", "input", 1, "min.insync.replicas", "1")), CheckLogFlush, "topic in")
 	require.Equal(t, Risk, f.Severity)
@@ -197,6 +208,7 @@ func TestLogFlush(t *testing.T) {
 	require.Contains(t, f.Risk, "fsync")
 }
 
+// TestTopicMissing: a missing topic is a risk with the create command as fix.
 func TestTopicMissing(t *testing.T) {
 	fs := evalTopic(topicState{name: "in", role: "input"})
 	f := findOne(t, fs, CheckTopicExists, "topic in")
@@ -217,8 +229,11 @@ var errTest = errorString("TOPIC_AUTHORIZATION_FAILED")
 
 type errorString string
 
+// Error returns the string.
 func (e errorString) Error() string { return string(e) }
 
+// TestTransactionStateLogNotYetCreated: the broker settings it will be
+// created with are checked instead.
 func TestTransactionStateLogNotYetCreated(t *testing.T) {
 	res := "topic " + TransactionStateTopic + " (not yet created)"
 	b := broker(1, "transaction.state.log.replication.factor", "1", "transaction.state.log.min.isr", "1")
@@ -237,6 +252,7 @@ func TestTransactionStateLogNotYetCreated(t *testing.T) {
 	require.Equal(t, OK, findOne(t, fs, CheckMinInsyncReplicas, res).Severity)
 }
 
+// TestKIP447: TxnOffsetCommit below v3 is a risk in Kafka mode.
 func TestKIP447(t *testing.T) {
 	old := broker(1)
 	old.txnCommitMax = 2
@@ -255,6 +271,7 @@ func TestKIP447(t *testing.T) {
 	}
 }
 
+// TestTransactionsV2: transaction.version below 2 warns, with the upgrade command.
 func TestTransactionsV2(t *testing.T) {
 	require.Equal(t, OK, findOne(t, evaluate(snapshot{brokers: []brokerState{broker(1)}}, req()), CheckTransactionsV2, "broker 1").Severity)
 	off := broker(1)
@@ -270,6 +287,7 @@ func TestTransactionsV2(t *testing.T) {
 	require.Contains(t, f.Fix, "4.0")
 }
 
+// TestTxnPartitionVerification: disabled verification warns.
 func TestTxnPartitionVerification(t *testing.T) {
 	require.Equal(t, OK, findOne(t, evaluate(snapshot{brokers: []brokerState{broker(1)}}, req()), CheckTxnVerification, "broker 1").Severity)
 	b := broker(1, "transaction.partition.verification.enable", "false")
@@ -278,6 +296,7 @@ func TestTxnPartitionVerification(t *testing.T) {
 	require.Contains(t, f.Fix, "transaction.partition.verification.enable=true")
 }
 
+// TestTxnTimeoutVsBrokerMax: a timeout above the broker's maximum is a risk.
 func TestTxnTimeoutVsBrokerMax(t *testing.T) {
 	b := broker(1, "transaction.max.timeout.ms", "5000")
 	f := findOne(t, evaluate(snapshot{brokers: []brokerState{b}}, req()), CheckTxnTimeoutMax, "broker 1")
@@ -288,6 +307,7 @@ func TestTxnTimeoutVsBrokerMax(t *testing.T) {
 	require.Equal(t, OK, findOne(t, evaluate(snapshot{brokers: []brokerState{broker(1)}}, req()), CheckTxnTimeoutMax, "broker 1").Severity)
 }
 
+// TestSessionTimeoutVsBroker: a session timeout outside the broker's range is a risk.
 func TestSessionTimeoutVsBroker(t *testing.T) {
 	b := broker(1, "group.min.session.timeout.ms", "20000")
 	f := findOne(t, evaluate(snapshot{brokers: []brokerState{b}}, req()), CheckSessionTimeoutRange, "broker 1")
@@ -296,6 +316,8 @@ func TestSessionTimeoutVsBroker(t *testing.T) {
 	require.Equal(t, OK, findOne(t, evaluate(snapshot{brokers: []brokerState{broker(1)}}, req()), CheckSessionTimeoutRange, "broker 1").Severity)
 }
 
+// TestOffsetsRetention: offsets expiring before the downtime ends are a
+// risk in Kafka mode only.
 func TestOffsetsRetention(t *testing.T) {
 	b := broker(1, "offsets.retention.minutes", "1440")
 	f := findOne(t, evaluate(snapshot{brokers: []brokerState{b}}, req()), CheckOffsetsRetention, "broker 1")
@@ -310,6 +332,7 @@ func TestOffsetsRetention(t *testing.T) {
 	}
 }
 
+// TestTxnTimeoutVsSession: a transaction that can outlive the session is a risk.
 func TestTxnTimeoutVsSession(t *testing.T) {
 	r := req()
 	r.TransactionTimeout, r.SessionTimeout, r.Group = 45*time.Second, 45*time.Second, "g"
@@ -319,6 +342,7 @@ func TestTxnTimeoutVsSession(t *testing.T) {
 	require.Equal(t, OK, findOne(t, evaluate(snapshot{}, req()), CheckTxnVsSession, "pipeline").Severity)
 }
 
+// TestBrokerDescribeFailures: a broker that cannot be described warns.
 func TestBrokerDescribeFailures(t *testing.T) {
 	b := brokerState{id: 2, configsErr: errTest, apiErr: errTest}
 	fs := evaluate(snapshot{brokers: []brokerState{b}}, req())
@@ -333,6 +357,7 @@ func TestBrokerDescribeFailures(t *testing.T) {
 	require.Equal(t, 2, n)
 }
 
+// TestSortMergesBrokers: identical broker findings merge; worst first.
 func TestSortMergesBrokers(t *testing.T) {
 	fs := sortFindings(evaluate(snapshot{brokers: []brokerState{broker(1), broker(2), broker(3, "transaction.max.timeout.ms", "1000")}}, req()))
 	require.Equal(t, "brokers 1,2,3", findOne(t, fs, CheckKIP447, "brokers 1,2,3").Resource)
@@ -341,6 +366,7 @@ func TestSortMergesBrokers(t *testing.T) {
 	require.Equal(t, OK, findOne(t, fs, CheckTxnTimeoutMax, "brokers 1,2").Severity)
 }
 
+// TestRequestValidation: bad fields are errors naming the field; zeros default.
 func TestRequestValidation(t *testing.T) {
 	for _, c := range []struct {
 		r    Request
@@ -362,6 +388,8 @@ func TestRequestValidation(t *testing.T) {
 	require.Equal(t, DefaultSessionTimeout, r.SessionTimeout)
 }
 
+// TestEveryFindingIsComplete: every finding has a current value and a risk,
+// and every warning or risk a fix.
 func TestEveryFindingIsComplete(t *testing.T) {
 	bad := broker(1, "transaction.max.timeout.ms", "1", "offsets.retention.minutes", "1", "transaction.partition.verification.enable", "false", "group.min.session.timeout.ms", "60000")
 	bad.txnCommitMax, bad.txnVersion = 2, 0

@@ -23,6 +23,7 @@ const (
 	envRequire = "EXACTLY_REQUIRE_SERVICES"
 )
 
+// unavailable skips the test, or fails it when EXACTLY_REQUIRE_SERVICES=1.
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
@@ -80,6 +81,8 @@ func realTopic(t *testing.T, adm *kadm.Client, prefix string, partitions int32, 
 	}
 }
 
+// TestRealSingleBrokerHasRisks: an RF-1 topic on the single broker is a
+// replication and min ISR risk.
 func TestRealSingleBrokerHasRisks(t *testing.T) {
 	_, adm := realKafka(t, envBrokers)
 	topic := realTopic(t, adm, "doctor-", 1, 1)
@@ -94,6 +97,7 @@ func TestRealSingleBrokerHasRisks(t *testing.T) {
 	require.NotEmpty(t, rep.Find(CheckTxnTimeoutMax))
 }
 
+// TestRealClusterIsSafe: RF 3 / min ISR 2 topics on the cluster have no risk.
 func TestRealClusterIsSafe(t *testing.T) {
 	_, adm := realKafka(t, envCluster)
 	in := realTopic(t, adm, "doctor-", 3, 3, "min.insync.replicas=2")

@@ -12,6 +12,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/verify"
 )
 
+// TestParseByAndID: the three matchings, and errors that say what to pass.
 func TestParseByAndID(t *testing.T) {
 	rec := &kgo.Record{
 		Key:     []byte("k1"),
@@ -64,6 +65,8 @@ func outputsOf(in []Keyed) []Keyed {
 	return out
 }
 
+// TestComparePlanted: a planted duplicate, gap, reorder and unknown output
+// are each reported, and only they.
 func TestComparePlanted(t *testing.T) {
 	in := append(inputsOf(0, 5), inputsOf(1, 5)...)
 	exact := Compare(in, outputsOf(in))
