@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -90,6 +91,10 @@ type topicState struct {
 	offline []int32            // partitions without a leader
 	underRe []int32            // partitions whose ISR is smaller than their replicas
 	configs map[string]*string // effective topic configs
+	// The group's committed offsets against the log start offsets, for
+	// inputs when Request.Group is set in Kafka mode.
+	progress    map[int32][2]int64 // partition -> {committed, log start}; committed -1 when none
+	progressErr error
 }
 
 // brokerState is what one broker told us about itself.
@@ -126,7 +131,7 @@ func Check(ctx context.Context, adm *kadm.Client, req Request) (Report, error) {
 		return Report{}, err
 	}
 	if adm == nil {
-		return Report{}, errors.New("doctor: Check needs a *kadm.Client: kadm.NewClient(kgoClient)")
+		return Report{}, errNoAdmin
 	}
 	snap, err := gather(ctx, adm, req)
 	if err != nil {
@@ -273,7 +278,61 @@ func gather(ctx context.Context, adm *kadm.Client, req Request) (snapshot, error
 		}
 		snap.brokers = append(snap.brokers, b)
 	}
+	if req.Group != "" && !req.PostgresOffsets {
+		gatherProgress(ctx, adm, req, &snap)
+	}
 	return snap, nil
+}
+
+// gatherProgress reads the group's committed offsets and the log start
+// offsets of the existing inputs, so evaluate can tell whether retention
+// has already deleted records the group never processed.
+func gatherProgress(ctx context.Context, adm *kadm.Client, req Request, snap *snapshot) {
+	var inputs []string
+	for _, ts := range snap.topics {
+		if ts.exists && ts.configs != nil && strings.Contains(ts.role, "input") {
+			inputs = append(inputs, ts.name)
+		}
+	}
+	if len(inputs) == 0 {
+		return
+	}
+	set := func(err error, fill func(ts *topicState)) {
+		for i := range snap.topics {
+			ts := &snap.topics[i]
+			if !slices.Contains(inputs, ts.name) {
+				continue
+			}
+			if err != nil {
+				ts.progressErr = err
+				continue
+			}
+			fill(ts)
+		}
+	}
+	committed, err := KafkaCommitted(ctx, adm, req.Group, inputs...)
+	if err != nil {
+		set(err, nil)
+		return
+	}
+	starts, err := adm.ListStartOffsets(ctx, inputs...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		set(fmt.Errorf("listing log start offsets: %w", err), nil)
+		return
+	}
+	set(nil, func(ts *topicState) {
+		ts.progress = map[int32][2]int64{}
+		for p, lo := range starts[ts.name] {
+			c, ok := committed[ts.name][p]
+			if !ok {
+				c = -1
+			}
+			ts.progress[p] = [2]int64{c, lo.Offset}
+		}
+	})
 }
 
 // configMap indexes configs by key.

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
@@ -81,6 +83,32 @@ func TestCheckTimeouts(t *testing.T) {
 	require.Equal(t, OK, findOne(t, rep.Findings, CheckTxnTimeoutMax, "broker 0").Severity, "kfake's max is 15 minutes")
 }
 
+// TestCheckCommittedBelowLogStart: on kfake, records deleted before the
+// group processed them are reported as already lost.
+func TestCheckCommittedBelowLogStart(t *testing.T) {
+	_, adm, seeds := fake(t, 1)
+	create(t, adm, "in-del", 1, 1)
+	produce(t, seeds, "in-del", 0, 10)
+	_, err := adm.CommitOffsets(ctxT(t), "g", kadm.OffsetsFromRecords(kgo.Record{Topic: "in-del", Partition: 0, Offset: 1}))
+	require.NoError(t, err)
+	rep, err := Check(ctxT(t), adm, Request{Inputs: []string{"in-del"}, Group: "g"})
+	require.NoError(t, err)
+	require.Equal(t, OK, findOne(t, rep.Findings, CheckCommittedVsStart, "topic in-del").Severity)
+
+	del, err := adm.DeleteRecords(ctxT(t), kadm.OffsetsFromRecords(kgo.Record{Topic: "in-del", Partition: 0, Offset: 5}))
+	require.NoError(t, err)
+	require.NoError(t, del.Error())
+	rep, err = Check(ctxT(t), adm, Request{Inputs: []string{"in-del"}, Group: "g"})
+	require.NoError(t, err)
+	f := findOne(t, rep.Findings, CheckCommittedVsStart, "topic in-del")
+	require.Equal(t, Risk, f.Severity)
+	require.Equal(t, "partition 0 committed 2 < log start 6", f.Current)
+
+	rep, err = Check(ctxT(t), adm, Request{Inputs: []string{"in-del"}, Group: "nobody"})
+	require.NoError(t, err)
+	require.Equal(t, Info, findOne(t, rep.Findings, CheckCommittedVsStart, "topic in-del").Severity)
+}
+
 // TestCheckBadRequest: a bad Request or a nil client is an error, not a panic.
 func TestCheckBadRequest(t *testing.T) {
 	_, adm, _ := fake(t, 1)
@@ -88,6 +116,10 @@ func TestCheckBadRequest(t *testing.T) {
 	require.ErrorContains(t, err, "Inputs is empty")
 	_, err = Check(ctxT(t), nil, Request{Inputs: []string{"a"}})
 	require.ErrorContains(t, err, "kadm.NewClient")
+	_, err = Lag(ctxT(t), nil, nil, "a")
+	require.ErrorIs(t, err, errNoAdmin)
+	_, err = KafkaCommitted(ctxT(t), nil, "g")
+	require.ErrorIs(t, err, errNoAdmin)
 }
 
 // TestDialFailsFast: an unreachable broker fails within the context's

@@ -15,6 +15,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
+// errNoAdmin is returned for a nil *kadm.Client.
+var errNoAdmin = errors.New("doctor: no admin client: pass kadm.NewClient(kgoClient)")
+
 // Committed holds a pipeline's committed offsets: topic -> partition -> the
 // next offset to process (what Kafka's offset commit and exactly's
 // Postgres offsets table both store). A partition that is absent has
@@ -35,6 +38,9 @@ func KafkaCommitted(ctx context.Context, adm *kadm.Client, group string, topics 
 	if group == "" {
 		return nil, errors.New("doctor: no consumer group given: pass -group <the pipeline's group>")
 	}
+	if adm == nil {
+		return nil, errNoAdmin
+	}
 	want := map[string]bool{}
 	for _, t := range topics {
 		want[t] = true
@@ -50,6 +56,9 @@ func KafkaCommitted(ctx context.Context, adm *kadm.Client, group string, topics 
 		case <-time.After(backoff):
 		}
 		offs, err = adm.FetchOffsets(ctx, group)
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return Committed{}, nil // a group that never committed
 	}
 	if err != nil {
 		return nil, fmt.Errorf("doctor: fetching committed offsets of group %q: %w", group, err)
@@ -172,6 +181,9 @@ func (r LagReport) WriteText(w io.Writer) error {
 // error naming it.
 func Lag(ctx context.Context, adm *kadm.Client, committed Committed, topics ...string) (LagReport, error) {
 	rep := LagReport{At: time.Now()}
+	if adm == nil {
+		return rep, errNoAdmin
+	}
 	if len(topics) == 0 {
 		return rep, errors.New("doctor: no topics given for lag: pass -topics a,b")
 	}
@@ -317,6 +329,9 @@ func (h *HangTracker) Observe(rep *LagReport) {
 func Watch(ctx context.Context, interval, after time.Duration, sample func(context.Context) (LagReport, error), each func(LagReport) error) error {
 	if interval <= 0 {
 		return fmt.Errorf("doctor: watch interval %v: give a positive interval, e.g. 5s", interval)
+	}
+	if sample == nil || each == nil {
+		return errors.New("doctor: Watch needs a sample and an each function")
 	}
 	h := NewHangTracker(after)
 	t := time.NewTicker(interval)

@@ -172,7 +172,8 @@ func TestWatch(t *testing.T) {
 	require.True(t, seen[2].Partitions[0].Hanging, "pinned 2m > 90s")
 
 	boom := errors.New("boom")
-	err = Watch(context.Background(), time.Millisecond, time.Second, func(context.Context) (LagReport, error) { return LagReport{}, boom }, nil)
+	err = Watch(context.Background(), time.Millisecond, time.Second, func(context.Context) (LagReport, error) { return LagReport{}, boom }, func(LagReport) error { return nil })
 	require.ErrorIs(t, err, boom)
 	require.ErrorContains(t, Watch(context.Background(), 0, 0, nil, nil), "positive interval")
+	require.ErrorContains(t, Watch(context.Background(), time.Second, 0, nil, nil), "needs a sample and an each")
 }

@@ -3,6 +3,7 @@ package doctor
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ const (
 	CheckOffsetsRetention    = "offsets-retention"
 	CheckTxnVsSession        = "txn-timeout-vs-session"
 	CheckBrokerReachable     = "broker-describe"
+	CheckCommittedVsStart    = "committed-vs-log-start"
 )
 
 // evaluate turns a snapshot into findings. It is pure, so every rule can be
@@ -214,6 +216,9 @@ func topicFindings(t topicState, b *brokerState, req Request) []Finding {
 				alterTopic(t.name, fmt.Sprintf("retention.ms=%d", ms(down)))))
 		}
 	}
+	if f, ok := progressFinding(t, req); ok {
+		out = append(out, f)
+	}
 	if strings.Contains(t.role, "input") {
 		if rb, ok := cfgInt(t.configs, "retention.bytes"); ok && rb >= 0 {
 			out = append(out, f(CheckRetentionBytes, Warn, fmt.Sprintf("retention.bytes=%d", rb),
@@ -227,6 +232,60 @@ func topicFindings(t topicState, b *brokerState, req Request) []Finding {
 		}
 	}
 	return out
+}
+
+// progressFinding compares the group's committed offsets on input t with
+// the log start offsets: a committed offset below the log start means
+// retention (or DeleteRecords) removed records the pipeline never
+// processed — they are already lost.
+func progressFinding(t topicState, req Request) (Finding, bool) {
+	res := "topic " + t.name
+	f := Finding{Check: CheckCommittedVsStart, Resource: res}
+	if t.progressErr != nil {
+		f.Severity = Warn
+		f.Current = "unknown: " + t.progressErr.Error()
+		f.Risk = fmt.Sprintf("group %s's committed offsets could not be read, so whether retention already removed unprocessed records is unknown", req.Group)
+		f.Fix = "grant the doctor's principal DESCRIBE on group " + req.Group + ", and check -group"
+		return f, true
+	}
+	if t.progress == nil {
+		return f, false
+	}
+	var lost []string
+	var total int64
+	committed := 0
+	parts := make([]int32, 0, len(t.progress))
+	for p := range t.progress {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	for _, p := range parts {
+		cs := t.progress[p]
+		if cs[0] < 0 {
+			continue
+		}
+		committed++
+		if cs[0] < cs[1] {
+			lost = append(lost, fmt.Sprintf("partition %d committed %d < log start %d", p, cs[0], cs[1]))
+			total += cs[1] - cs[0]
+		}
+	}
+	switch {
+	case len(lost) > 0:
+		f.Severity = Risk
+		f.Current = strings.Join(lost, "; ")
+		f.Risk = fmt.Sprintf("%d record(s) the group %s never processed were deleted by retention (or DeleteRecords) before it got to them: they are already lost, and the pipeline will resume at the log start", total, req.Group)
+		f.Fix = "restore them from their source if you can; then lengthen retention (" + alterTopic(t.name, fmt.Sprintf("retention.ms=%d", ms(req.Downtime))) + ") or fix the pipeline's throughput so it keeps up"
+	case committed == 0:
+		f.Severity = Info
+		f.Current = "no committed offsets for group " + req.Group
+		f.Risk = "the group has not committed on this topic yet: the pipeline will start from its configured start position (earliest by default)"
+	default:
+		f.Severity = OK
+		f.Current = fmt.Sprintf("%d of %d partitions committed, all at or after the log start", committed, len(parts))
+		f.Risk = "no record was deleted before the group processed it"
+	}
+	return f, true
 }
 
 // plannedInternal checks an internal topic that does not exist yet against

@@ -414,3 +414,33 @@ func TestEveryFindingIsComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestCommittedVsLogStart: a committed offset below the log start means
+// records were deleted unprocessed.
+func TestCommittedVsLogStart(t *testing.T) {
+	r := req()
+	r.Group = "g"
+	in := topic("in", "input", 3)
+	in.progress = map[int32][2]int64{0: {10, 4}, 1: {2, 7}, 2: {-1, 0}}
+	f := findOne(t, evaluate(snapshot{topics: []topicState{in}}, r), CheckCommittedVsStart, "topic in")
+	require.Equal(t, Risk, f.Severity)
+	require.Equal(t, "partition 1 committed 2 < log start 7", f.Current)
+	require.Contains(t, f.Risk, "5 record(s)")
+	require.Contains(t, f.Risk, "already lost")
+
+	in.progress = map[int32][2]int64{0: {10, 4}, 1: {-1, 7}}
+	f = findOne(t, evaluate(snapshot{topics: []topicState{in}}, r), CheckCommittedVsStart, "topic in")
+	require.Equal(t, OK, f.Severity)
+	require.Equal(t, "1 of 2 partitions committed, all at or after the log start", f.Current)
+
+	in.progress = map[int32][2]int64{0: {-1, 0}}
+	require.Equal(t, Info, findOne(t, evaluate(snapshot{topics: []topicState{in}}, r), CheckCommittedVsStart, "topic in").Severity)
+
+	in.progress, in.progressErr = nil, errTest
+	require.Equal(t, Warn, findOne(t, evaluate(snapshot{topics: []topicState{in}}, r), CheckCommittedVsStart, "topic in").Severity)
+
+	// No group given: no finding.
+	for _, f := range evalTopic(topic("in", "input", 3)) {
+		require.NotEqual(t, CheckCommittedVsStart, f.Check)
+	}
+}

@@ -109,6 +109,7 @@ func TestRealClusterIsSafe(t *testing.T) {
 	require.Len(t, rep.Brokers, 3)
 	require.Equal(t, OK, findOne(t, rep.Findings, CheckReplicationFactor, "topic "+in).Severity)
 	require.Equal(t, OK, findOne(t, rep.Findings, CheckMinInsyncReplicas, "topic "+out).Severity)
+	require.Equal(t, Info, findOne(t, rep.Findings, CheckCommittedVsStart, "topic "+in).Severity, "the group never committed")
 }
 
 // TestRealLagPinnedByOpenTransaction: on Apache Kafka, an open transaction
