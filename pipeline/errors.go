@@ -8,6 +8,15 @@ import (
 var (
 	// ErrRunning is returned by Run when the pipeline is already running.
 	ErrRunning = errors.New("pipeline: Run called while already running")
+
+	// ErrStageStuck means a Stage call did not return within a grace
+	// period after its context ended (its budget passed, or Run was
+	// stopping): the Stage ignores its context. Its transaction was
+	// aborted and Run went on (counting the failure toward StageRetries)
+	// or, when stopping, returned. The stuck goroutine is left behind, and
+	// what it writes later is refused. Make the Stage return when ctx is
+	// done.
+	ErrStageStuck = errors.New("pipeline: the stage ignores its context")
 )
 
 // StageError is a Stage failure that stopped Run: a panic, or an error that

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -200,8 +201,8 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 			return err // checked before ctx: a fatal error at shutdown is not swallowed
 		case ctx.Err() != nil:
 			var se *StageError
-			if errors.As(err, &se) && se.Panic != nil {
-				return se // a bug, whenever it happens
+			if errors.As(err, &se) && (se.Panic != nil || errors.Is(se, ErrStageStuck)) {
+				return se // a bug, or a Stage that ignored the shutdown: say so
 			}
 			return nil
 		}
@@ -519,22 +520,106 @@ func (p *Pipeline[W]) stageBudget() time.Duration { return p.cfg.txnTimeout * 4 
 // into a StageError that says so.
 func (p *Pipeline[W]) tooSlow(batches []*sinks.Batch, err error) error {
 	var se *StageError
-	if !errors.As(err, &se) {
+	cause := err
+	if errors.As(err, &se) {
+		cause = se.Err // wrap what the StageError held, never the StageError itself (a cycle)
+	} else {
 		b := batches[0]
 		se = &StageError{Topic: b.Topic, Partition: b.Partition, FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset()}
 		p.stats.stageErrs.Add(1) // safeProcess counted the others
 	}
+	if !errors.Is(cause, context.DeadlineExceeded) {
+		cause = fmt.Errorf("%w (%w)", cause, context.DeadlineExceeded)
+	}
 	se.Err = fmt.Errorf("the stage ran past its budget of %v (80%% of the transaction timeout %v); lower MaxRecords or raise TransactionTimeout: %w",
-		p.stageBudget(), p.cfg.txnTimeout, err)
+		p.stageBudget(), p.cfg.txnTimeout, cause)
 	return se
 }
 
-// process runs the stage on each batch, up to Concurrency at once. The
-// first failure cancels the others.
+// process runs the stage on each batch, up to Concurrency at once; the first
+// failure cancels the others. ctx carries the Stage budget. A Stage that
+// ignores its context cannot hold Run hostage: once ctx ends (the budget
+// passed, or Run is stopping) process logs the batches still running at once,
+// waits a grace period (the commit's share of the transaction timeout) and
+// then returns an error wrapping [ErrStageStuck] that names them. The
+// transaction is then rolled back, and the stuck calls' writers refuse
+// anything they write later.
 func (p *Pipeline[W]) process(ctx context.Context, tx sinks.Txn[W], batches []*sinks.Batch) error {
+	tr := &tracker{running: map[*sinks.Batch]time.Time{}}
+	done := make(chan error, 1)
+	go func() { done <- p.processAll(ctx, tx, batches, tr) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	stuck := tr.snapshot()
+	grace := p.cfg.txnTimeout - p.stageBudget()
+	for _, b := range stuck {
+		p.log.Warn("the stage is still running after its context ended (budget passed or shutdown); it must return when ctx is done",
+			"topic", b.Topic, "partition", b.Partition, "first", b.FirstOffset(), "last", b.LastOffset(),
+			"cause", context.Cause(ctx), "grace", grace)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	}
+	stuck = tr.snapshot()
+	if len(stuck) == 0 {
+		return <-done // finished just now
+	}
+	b := stuck[0]
+	p.stats.stageErrs.Add(1)
+	return &StageError{
+		Topic: b.Topic, Partition: b.Partition, FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset(),
+		Err: fmt.Errorf("%w: %d partition(s) still running %v after the context ended; the transaction was aborted: %w",
+			ErrStageStuck, len(stuck), grace, context.Cause(ctx)),
+	}
+}
+
+// tracker records which batches' Stage calls are running.
+type tracker struct {
+	mu      sync.Mutex
+	running map[*sinks.Batch]time.Time
+}
+
+func (t *tracker) start(b *sinks.Batch) {
+	t.mu.Lock()
+	t.running[b] = time.Now()
+	t.mu.Unlock()
+}
+
+func (t *tracker) end(b *sinks.Batch) {
+	t.mu.Lock()
+	delete(t.running, b)
+	t.mu.Unlock()
+}
+
+// snapshot is the running batches, longest running first.
+func (t *tracker) snapshot() []*sinks.Batch {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*sinks.Batch, 0, len(t.running))
+	for b := range t.running {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return t.running[out[i]].Before(t.running[out[j]]) })
+	return out
+}
+
+// processAll runs the stage on each batch, up to Concurrency at once.
+func (p *Pipeline[W]) processAll(ctx context.Context, tx sinks.Txn[W], batches []*sinks.Batch, tr *tracker) error {
+	call := func(ctx context.Context, b *sinks.Batch, w W) error {
+		tr.start(b)
+		defer tr.end(b)
+		return p.safeProcess(ctx, b, w)
+	}
 	if len(batches) == 1 || p.cfg.concurrency == 1 {
 		for _, b := range batches {
-			if err := p.safeProcess(ctx, b, tx.Writer(b)); err != nil {
+			if err := call(ctx, b, tx.Writer(b)); err != nil {
 				return err
 			}
 		}
@@ -561,7 +646,7 @@ func (p *Pipeline[W]) process(ctx context.Context, tx sinks.Txn[W], batches []*s
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := p.safeProcess(ctx, b, w); err != nil {
+			if err := call(ctx, b, w); err != nil {
 				errOnce.Do(func() { firstErr = err; cancel() })
 			}
 		}()

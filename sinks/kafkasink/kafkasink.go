@@ -83,6 +83,12 @@ func (ks *kafkaSession) Close(ctx context.Context) error {
 type kafkaTxn struct {
 	ks      *kafkaSession
 	batches []*sinks.Batch
+	// ended is set, under the write lock, before the transaction ends;
+	// Produce checks it under the read lock, so a Stage call that outlives
+	// its transaction (it ignored its context) can never write into the
+	// session's next transaction.
+	endMu sync.RWMutex
+	ended bool
 	ctx     context.Context
 	done    bool
 	errMu   sync.Mutex
@@ -158,6 +164,9 @@ func nextOffsets(batches []*sinks.Batch) map[string]map[int32]int64 {
 
 // end ends the transaction; cause is why a commit became an abort.
 func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
+	t.endMu.Lock()
+	t.ended = true
+	t.endMu.Unlock()
 	err := t.ks.s.End(ctx, commit)
 	if err != nil && !sinks.IsFatal(err) && fencedProduce(cause) {
 		// The records were refused because the broker had already
@@ -202,11 +211,18 @@ func (w *Writer) Batch() *sinks.Batch { return w.b }
 
 // Produce produces r in the transaction, without waiting. A record Kafka
 // refuses aborts the whole transaction at commit, so nothing is lost or
-// half-written. The record's Topic must be set.
+// half-written. The record's Topic must be set. A record produced after the
+// transaction ended (by a Stage call that ignored its context and outlived
+// it) is discarded with the transaction.
 func (w *Writer) Produce(r *kgo.Record) {
 	if r.Topic == "" {
 		w.t.fail("", errors.New("record has no topic"))
 		return
+	}
+	w.t.endMu.RLock()
+	defer w.t.endMu.RUnlock()
+	if w.t.ended {
+		return // the transaction ended under a Stage that outlived it: discarded with it
 	}
 	w.t.promises.add()
 	w.t.ks.s.Produce(w.t.ctx, r, w.t.promise)
