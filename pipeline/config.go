@@ -40,6 +40,7 @@ type config struct {
 	logger       *slog.Logger
 	clientOpts   []kgo.Opt
 	hooks        []Hook
+	dataLoss     DataLossPolicy
 	static       bool
 }
 
@@ -159,6 +160,23 @@ func ResetOffset(o kgo.Offset) Opt {
 	return opt(func(c *config) { c.resetOffset, c.resetSet = o, true })
 }
 
+// DataLossPolicy says what Run does when records of an input partition
+// disappear before it processed them (see [DataLossError]).
+type DataLossPolicy int
+
+const (
+	// DataLossStop makes Run return a *DataLossError (inside a
+	// *sinks.FatalError). The default: a gap is never committed past
+	// silently.
+	DataLossStop DataLossPolicy = iota
+	// DataLossContinue logs the gap at ERROR, counts it
+	// (Stats.DataLosses) and goes on from where the consumer was reset.
+	DataLossContinue
+)
+
+// DataLoss sets the data loss policy. Default DataLossStop.
+func DataLoss(p DataLossPolicy) Opt { return opt(func(c *config) { c.dataLoss = p }) }
+
 // Logger sets the logger. Default: discard.
 func Logger(l *slog.Logger) Opt { return opt(func(c *config) { c.logger = l }) }
 
@@ -238,6 +256,8 @@ func (c *config) validate() error {
 		return bad("SessionTimeout", c.sessTimeout, "must be larger than the transaction timeout %v, so a zombie's transaction cannot outlive its group membership", c.txnTimeout)
 	case c.heartbeat <= 0 || c.heartbeat*3 > c.sessTimeout:
 		return bad("HeartbeatInterval", c.heartbeat, "must be positive and at most a third of the session timeout %v", c.sessTimeout)
+	case c.dataLoss != DataLossStop && c.dataLoss != DataLossContinue:
+		return bad("DataLoss", int(c.dataLoss), "use pipeline.DataLossStop or pipeline.DataLossContinue")
 	case c.maxWait >= c.txnTimeout:
 		return bad("MaxWait", c.maxWait, "must be well below the transaction timeout %v", c.txnTimeout)
 	}

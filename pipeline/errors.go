@@ -43,3 +43,29 @@ func (e *StageError) Error() string {
 }
 
 func (e *StageError) Unwrap() error { return e.Err }
+
+// DataLossError is records of an input partition that disappeared before the
+// pipeline processed them: the broker truncated the partition (an unclean
+// leader election, a replica that lost unflushed data), retention deleted
+// records the group had not reached, or the topic was re-created. The client
+// reset the partition to ResetTo. Under the default DataLoss policy Run
+// stops with it (inside a *sinks.FatalError) rather than commit past the gap
+// silently; nothing after the gap was committed.
+type DataLossError struct {
+	Topic      string
+	Partition  int32
+	ConsumedTo int64 // where the pipeline was
+	ResetTo    int64 // where the broker's log now lets it go on
+	Err        error // kgo's *ErrDataLoss
+}
+
+// Error names the partition and the gap, and the two ways on.
+func (e *DataLossError) Error() string {
+	return fmt.Sprintf("pipeline: data loss on %s[%d]: the pipeline was at offset %d, the partition now resumes at %d; "+
+		"records were lost before the pipeline processed them (check unclean.leader.election.enable, min.insync.replicas and retention: exactly doctor). "+
+		"To accept the loss and go on, restart with pipeline.DataLoss(pipeline.DataLossContinue), or move the group's offset: %v",
+		e.Topic, e.Partition, e.ConsumedTo, e.ResetTo, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *DataLossError) Unwrap() error { return e.Err }

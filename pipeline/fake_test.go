@@ -20,6 +20,9 @@ type fakeSink struct {
 	n      int
 	commit func(batches []*sinks.Batch) error // nil: commit succeeds
 	roll   func() error                       // nil: rollback succeeds
+	// fetchErr, when set, is returned once as partition 0's fetch error,
+	// with no records, by the poll after the first.
+	fetchErr error
 
 	mu     sync.Mutex
 	next   map[int32]int64
@@ -42,6 +45,9 @@ func (f *fakeSink) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	defer f.mu.Unlock()
 	if f.next == nil {
 		f.next = map[int32]int64{}
+	}
+	if f.fetchErr != nil && f.polls.Load() == 2 {
+		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "in", Partitions: []kgo.FetchPartition{{Partition: 0, Err: f.fetchErr}}}}}}, nil
 	}
 	var ps []kgo.FetchPartition
 	for p := range f.parts {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/internal/backoff"
@@ -53,6 +54,9 @@ type Stats struct {
 	// settled as not committed, or could not be settled yet (counted in
 	// Aborts as AbortUnknownOutcome too).
 	UnknownOutcomes int64
+	// DataLosses is the gaps in input partitions gone past under
+	// DataLoss(DataLossContinue).
+	DataLosses int64
 }
 
 // abortReasons are the reasons Stats counts, in a fixed order.
@@ -60,8 +64,8 @@ var abortReasons = [...]AbortReason{AbortRebalance, AbortStageError, AbortRefuse
 	AbortFenced, AbortUnknownOutcome, AbortShutdown, AbortSinkError}
 
 type stats struct {
-	records, txns, aborts, stageErrs, unknown atomic.Int64
-	byReason                                  [len(abortReasons)]atomic.Int64
+	records, txns, aborts, stageErrs, unknown, dataLoss atomic.Int64
+	byReason                                            [len(abortReasons)]atomic.Int64
 }
 
 func (s *stats) abort(r AbortReason) {
@@ -122,6 +126,7 @@ func (p *Pipeline[W]) Stats() Stats {
 		Aborts:           make(map[AbortReason]int64, len(abortReasons)),
 		StageErrors:      p.stats.stageErrs.Load(),
 		UnknownOutcomes:  p.stats.unknown.Load(),
+		DataLosses:       p.stats.dataLoss.Load(),
 	}
 	for i, r := range abortReasons {
 		if n := p.stats.byReason[i].Load(); n > 0 {
@@ -310,8 +315,11 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 			if errors.Is(fe.Err, kgo.ErrClientClosed) {
 				return nil, fmt.Errorf("pipeline: client closed while polling: %w", fe.Err)
 			}
-			// kgo retries fetch errors itself; they are informational.
-			p.log.Warn("fetch error", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
+			if err := p.fetchError(fe); err != nil {
+				// Nothing of this poll is begun or committed: Run
+				// returns and the session closes.
+				return nil, err
+			}
 		}
 		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
@@ -338,6 +346,35 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 		}
 	}
 	return batches, nil
+}
+
+// fetchError decides what a partition's fetch error means: authorization
+// failures and, by default, data loss stop the pipeline with a fatal error
+// that says what to change; everything else kgo retries itself, so it is
+// logged and the loop goes on.
+func (p *Pipeline[W]) fetchError(fe kgo.FetchError) error {
+	var dl *kgo.ErrDataLoss
+	switch {
+	case errors.Is(fe.Err, kerr.TopicAuthorizationFailed):
+		return &sinks.FatalError{Op: "fetch", ID: p.cfg.instanceID, Err: fmt.Errorf(
+			"not authorized to read topic %q (grant the principal Read on it): %w", fe.Topic, fe.Err)}
+	case errors.Is(fe.Err, kerr.GroupAuthorizationFailed):
+		return &sinks.FatalError{Op: "fetch", ID: p.cfg.instanceID, Err: fmt.Errorf(
+			"not authorized for consumer group %q (grant the principal Read on the group): %w", p.cfg.group, fe.Err)}
+	case sinks.IsFatal(fe.Err):
+		return &sinks.FatalError{Op: "fetch", ID: p.cfg.instanceID, Err: fmt.Errorf("topic %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)}
+	case errors.As(fe.Err, &dl):
+		loss := &DataLossError{Topic: dl.Topic, Partition: dl.Partition, ConsumedTo: dl.ConsumedTo, ResetTo: dl.ResetTo, Err: fe.Err}
+		if p.cfg.dataLoss == DataLossContinue {
+			p.stats.dataLoss.Add(1)
+			p.log.Error("data loss: records the pipeline had not processed are gone from the topic; going on from where the consumer was reset (DataLoss policy: continue)",
+				"topic", dl.Topic, "partition", dl.Partition, "consumed_to", dl.ConsumedTo, "reset_to", dl.ResetTo, "err", fe.Err)
+			return nil
+		}
+		return &sinks.FatalError{Op: "fetch", ID: p.cfg.instanceID, Err: loss}
+	}
+	p.log.Warn("fetch error; the client retries it", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
+	return nil
 }
 
 type tp struct {
