@@ -21,8 +21,10 @@ type fakeSink struct {
 	commit func(batches []*sinks.Batch) error // nil: commit succeeds
 	roll   func() error                       // nil: rollback succeeds
 	// fetchErr, when set, is returned once as partition 0's fetch error,
-	// with no records, by the poll after the first.
+	// with no records, by the first poll after the first commit.
 	fetchErr error
+	commits  atomic.Int64
+	errSent  atomic.Bool
 
 	mu     sync.Mutex
 	next   map[int32]int64
@@ -46,11 +48,12 @@ func (f *fakeSink) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	if f.next == nil {
 		f.next = map[int32]int64{}
 	}
-	if f.fetchErr != nil && f.polls.Load() == 2 {
+	if f.fetchErr != nil && f.commits.Load() > 0 && f.errSent.CompareAndSwap(false, true) {
 		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "in", Partitions: []kgo.FetchPartition{{Partition: 0, Err: f.fetchErr}}}}}}, nil
 	}
 	var ps []kgo.FetchPartition
-	for p := range f.parts {
+	for i := range f.parts {
+		p := (int32(f.polls.Load()) + i) % f.parts // start with another partition each poll
 		var rs []*kgo.Record
 		for range min(f.n, max) {
 			rs = append(rs, &kgo.Record{Topic: "in", Partition: p, Offset: f.next[p], Value: []byte("0123456789")})
@@ -78,6 +81,7 @@ func (t *fakeTxn) Writer(b *sinks.Batch) *fakeWriter { return &fakeWriter{b: b} 
 
 func (t *fakeTxn) Commit(context.Context) error {
 	t.done = true
+	defer t.f.commits.Add(1)
 	if t.f.commit != nil {
 		return t.f.commit(t.batches)
 	}

@@ -29,7 +29,6 @@ func TestFetchErrorsThatStopThePipeline(t *testing.T) {
 		{"data loss", loss, []string{"data loss on in[0]", "at offset 120", "resumes at 500", "pipeline.DataLoss(pipeline.DataLossContinue)"}, loss},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var committedAfter int64
 			f := &fakeSink{parts: 1, n: 5, fetchErr: tc.err}
 			p := fakePipeline(t, f, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
 				pipeline.MaxRecords(5))
@@ -42,11 +41,10 @@ func TestFetchErrorsThatStopThePipeline(t *testing.T) {
 				for _, w := range tc.want {
 					require.Contains(t, err.Error(), w)
 				}
-				committedAfter = p.Stats().CommittedRecords
+				require.EqualValues(t, 1, f.commits.Load(), "nothing after the error was committed")
 			case <-time.After(30 * time.Second):
 				t.Fatal("Run went on past the error")
 			}
-			require.EqualValues(t, 5, committedAfter, "only the batch before the error committed")
 		})
 	}
 }
@@ -58,7 +56,7 @@ func TestDataLossContinuePolicy(t *testing.T) {
 	defer cancel()
 	f := &fakeSink{parts: 1, n: 5, fetchErr: &kgo.ErrDataLoss{Topic: "in", Partition: 0, ConsumedTo: 5, ResetTo: 9}}
 	f.commit = func([]*sinks.Batch) error {
-		if f.polls.Load() > 3 {
+		if f.commits.Load() >= 3 {
 			cancel()
 		}
 		return nil
@@ -67,5 +65,5 @@ func TestDataLossContinuePolicy(t *testing.T) {
 		pipeline.MaxRecords(5), pipeline.DataLoss(pipeline.DataLossContinue))
 	require.NoError(t, p.Run(ctx))
 	require.EqualValues(t, 1, p.Stats().DataLosses)
-	require.Greater(t, p.Stats().CommittedRecords, int64(5), "it went on after the gap")
+	require.GreaterOrEqual(t, p.Stats().CommittedTxns, int64(3), "it went on after the gap")
 }

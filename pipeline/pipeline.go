@@ -31,6 +31,10 @@ type Pipeline[W any] struct {
 	running atomic.Bool
 	stats   stats
 	hooks   hooks
+
+	// Used by Run's goroutine only: the largest record (key and value)
+	// seen, and how many polls learnt from, for sizing polls by MaxBytes.
+	maxSeen, learnt int
 }
 
 // Stats are counters since New. Safe to read while Run runs.
@@ -278,6 +282,30 @@ func (p *Pipeline[W]) sessionConfig() sinks.SessionConfig {
 	}
 }
 
+// pollSize is how many records the next poll of a batch may take, so that
+// the batch stays within MaxRecords and MaxBytes. kgo bounds a poll by count
+// only, so the count comes from the largest record (key and value) seen so
+// far. While the pipeline is young (its first learnPolls polls) a batch's
+// polls also grow from one record, doubling, because the first records may be
+// smaller than the ones that follow. A batch exceeds MaxBytes by less than
+// one record, unless a record larger than any seen before arrives in its
+// last poll.
+func (p *Pipeline[W]) pollSize(n, size int, chunk *int) int {
+	if p.maxSeen == 0 {
+		return 1 // nothing seen yet: learn the size from one record
+	}
+	want := min(p.cfg.maxRecords-n, max(1, (p.cfg.maxBytes-size)/p.maxSeen))
+	if p.learnt < learnPolls {
+		p.learnt++
+		*chunk = max(1, min(want, *chunk*2))
+		return *chunk
+	}
+	return want
+}
+
+// learnPolls is how many polls size their batches cautiously (see pollSize).
+const learnPolls = 64
+
 // collect polls one batch per partition, bounded by MaxRecords, MaxBytes
 // and MaxWait after the first record.
 func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*sinks.Batch, error) {
@@ -295,8 +323,9 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 			timer.Stop()
 		}
 	}()
+	chunk := 0 // records asked for by the last poll
 	for n < p.cfg.maxRecords && size < p.cfg.maxBytes {
-		fs, err := sess.Poll(waitCtx, p.cfg.maxRecords-n)
+		fs, err := sess.Poll(waitCtx, p.pollSize(n, size, &chunk))
 		if err != nil {
 			if n > 0 && !sinks.IsFatal(err) {
 				// Never drop what was polled: a later commit
@@ -334,7 +363,11 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 			}
 			batches[i].Records = append(batches[i].Records, ftp.Records...)
 			for _, r := range ftp.Records {
-				size += len(r.Key) + len(r.Value)
+				rs := len(r.Key) + len(r.Value)
+				size += rs
+				if rs > p.maxSeen {
+					p.maxSeen = rs
+				}
 			}
 			n += len(ftp.Records)
 		})

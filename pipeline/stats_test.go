@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,30 +22,35 @@ import (
 func TestPartialCommitCountsWhatCommitted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var calls atomic.Int64
-	f := &fakeSink{parts: 2, n: 5, commit: func(batches []*sinks.Batch) error {
-		if calls.Add(1) > 1 {
+	var want, revoked atomic.Int64 // records that committed; parts that did not
+	f := &fakeSink{parts: 2, n: 5}
+	f.commit = func(batches []*sinks.Batch) error {
+		if f.commits.Load() >= 5 {
 			cancel()
-			return sinks.ErrAborted // then stop: nothing more commits
 		}
+		var errs []error
 		for _, b := range batches {
 			if b.Partition == 1 {
-				return &sinks.PartitionError{Topic: b.Topic, Partition: 1, FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset(),
-					Err: sinks.ErrRevoked}
+				revoked.Add(1)
+				errs = append(errs, &sinks.PartitionError{Topic: b.Topic, Partition: 1, FirstOffset: b.FirstOffset(), LastOffset: b.LastOffset(),
+					Err: sinks.ErrRevoked})
+			} else {
+				want.Add(int64(len(b.Records)))
 			}
 		}
-		return nil
-	}}
+		return errors.Join(errs...)
+	}
 	var hooked atomic.Int64
 	p := fakePipeline(t, f, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
 		pipeline.MaxRecords(10), pipeline.OnCommit(func(ci pipeline.CommitInfo) { hooked.Add(int64(ci.Records)) }))
 	require.NoError(t, p.Run(ctx))
 	st := p.Stats()
-	require.EqualValues(t, 5, st.CommittedRecords, "partition 0 committed its 5 records: %+v", st)
-	require.EqualValues(t, 5, hooked.Load())
-	require.EqualValues(t, 1, st.CommittedTxns)
-	require.EqualValues(t, 1, st.Aborts[pipeline.AbortRebalance], "%+v", st)
-	require.EqualValues(t, 2, st.AbortedTxns, "the revoked part and the last transaction: %+v", st)
+	require.Positive(t, revoked.Load(), "no partial commit happened: the test did not exercise it")
+	require.Equal(t, want.Load(), st.CommittedRecords, "the committed partitions' records count: %+v", st)
+	require.Equal(t, want.Load(), hooked.Load())
+	// The last one was cut by the cancel inside Commit: a shutdown.
+	require.Equal(t, revoked.Load(), st.Aborts[pipeline.AbortRebalance]+st.Aborts[pipeline.AbortShutdown], "%+v", st)
+	require.Positive(t, st.Aborts[pipeline.AbortRebalance], "%+v", st)
 }
 
 // A Kafka commit whose acknowledgement was lost after the broker committed
