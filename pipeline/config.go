@@ -93,8 +93,10 @@ func InstanceID(id string) Opt { return opt(func(c *config) { c.instanceID = id 
 // finish a batch within 80% of the transaction timeout.
 func MaxRecords(n int) Opt { return opt(func(c *config) { c.maxRecords = n }) }
 
-// MaxBytes bounds the bytes (keys and values) in one transaction; a batch
-// stops growing once it reaches the bound. Default 16 MiB.
+// MaxBytes bounds the bytes (keys and values) of the input records in one
+// transaction. Default 16 MiB. Polls are sized from the largest record seen
+// so far, so a transaction exceeds MaxBytes by less than one record (unless a
+// record larger than any before arrives in its last poll).
 func MaxBytes(n int) Opt { return opt(func(c *config) { c.maxBytes = n }) }
 
 // MaxWait bounds how long a batch keeps growing after its first record
@@ -119,10 +121,12 @@ func Backoff(minDelay, maxDelay time.Duration) Opt {
 	return opt(func(c *config) { c.backoffMin, c.backoffMax = minDelay, maxDelay })
 }
 
-// StartTimeout bounds how long Run keeps trying to open its first session
-// (reach the brokers, fence the previous incarnation, join the group)
-// before it returns the error. Default 1 minute. Later re-opens retry until
-// the context ends.
+// StartTimeout bounds how long Run keeps trying to open its session (reach
+// the brokers, fence the previous incarnation, check the offsets table)
+// before it returns the error. Default 1 minute. Run opens one session; once
+// it is open, the session heals itself (a Kafka session re-creates its
+// clients after an unknown outcome or a broker-side timeout, retrying until
+// the context ends) and is never re-opened by Run.
 func StartTimeout(d time.Duration) Opt { return opt(func(c *config) { c.startTimeout = d }) }
 
 // SessionTimeout is the group session timeout. Default 12s. An instance

@@ -89,8 +89,8 @@ type ConfigChecker interface {
 type Session[W any] interface {
 	// Poll returns up to max buffered records, waiting until at least one
 	// is available or ctx is done. The error is a failure of the session
-	// itself (it could not be re-opened, or it was fenced); errors of single
-	// partitions are in the fetches.
+	// itself (its clients could not be re-created, or it was fenced);
+	// errors of single partitions are in the fetches.
 	Poll(ctx context.Context, max int) (kgo.Fetches, error)
 	// Begin starts the transaction that covers batches (one per
 	// partition, in the order they were polled). If Begin fails, the
@@ -120,7 +120,9 @@ type Txn[W any] interface {
 	// different batches may be used concurrently.
 	Writer(b *Batch) W
 	// Commit commits the writes and the offsets. It returns nil only if
-	// everything committed. An error that wraps [ErrAborted] means the
+	// everything committed. A sink that commits partitions on their own
+	// names each partition that did not commit with a [*PartitionError];
+	// the partitions it does not name committed. An error that wraps [ErrAborted] means the
 	// transaction (or part of it, in Postgres mode where each partition
 	// commits on its own) was rolled back for a reason that is not the
 	// stage's fault — a rebalance, a fenced zombie — and the batches it
