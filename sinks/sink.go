@@ -122,12 +122,11 @@ type Txn[W any] interface {
 	// Commit commits the writes and the offsets. It returns nil only if
 	// everything committed. A sink that commits partitions on their own
 	// names each partition that did not commit with a [*PartitionError];
-	// the partitions it does not name committed. An error that wraps [ErrAborted] means the
-	// transaction (or part of it, in Postgres mode where each partition
-	// commits on its own) was rolled back for a reason that is not the
-	// stage's fault — a rebalance, a fenced zombie — and the batches it
-	// did not commit will be polled again. Other errors are described by
-	// [IsRetryable] and, for fatal ones, by the pipeline.
+	// the partitions it does not name committed. An error that wraps
+	// [ErrAborted] means the transaction (or part of it) was rolled back
+	// for a reason that is not the Stage's fault — a rebalance, a fenced
+	// zombie — and the batches it did not commit will be polled again.
+	// [IsRetryable] and [IsFatal] classify every error.
 	Commit(ctx context.Context) error
 	// Rollback discards the writes and rewinds positions.
 	Rollback(ctx context.Context) error
