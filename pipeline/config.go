@@ -41,6 +41,8 @@ type config struct {
 	clientOpts   []kgo.Opt
 	hooks        []Hook
 	dataLoss     DataLossPolicy
+	preflight    PreflightPolicy
+	outputs      []string
 	static       bool
 }
 
@@ -260,6 +262,8 @@ func (c *config) validate() error {
 		return bad("SessionTimeout", c.sessTimeout, "must be larger than the transaction timeout %v, so a zombie's transaction cannot outlive its group membership", c.txnTimeout)
 	case c.heartbeat <= 0 || c.heartbeat*3 > c.sessTimeout:
 		return bad("HeartbeatInterval", c.heartbeat, "must be positive and at most a third of the session timeout %v", c.sessTimeout)
+	case c.preflight < PreflightWarn || c.preflight > PreflightOff:
+		return bad("Preflight", int(c.preflight), "use pipeline.PreflightWarn, PreflightRefuse or PreflightOff")
 	case c.dataLoss != DataLossStop && c.dataLoss != DataLossContinue:
 		return bad("DataLoss", int(c.dataLoss), "use pipeline.DataLossStop or pipeline.DataLossContinue")
 	case c.maxWait >= c.txnTimeout:

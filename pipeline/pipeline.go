@@ -161,6 +161,17 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 	}
 	defer p.running.Store(false)
 
+	// The preflight check refuses before anything joins the group, or,
+	// when it only warns, runs beside the start so a restart is not slowed.
+	if p.cfg.preflight == PreflightRefuse {
+		if err := p.preflight(ctx); err != nil {
+			return err
+		}
+	} else if p.cfg.preflight == PreflightWarn {
+		done := make(chan struct{})
+		go func() { defer close(done); _ = p.preflight(ctx) }()
+		defer func() { <-done }()
+	}
 	sess, err := p.openFirst(ctx)
 	if err != nil {
 		if ctx.Err() != nil && !sinks.IsFatal(err) {
