@@ -204,6 +204,8 @@ func (t *kafkaTxn) Rollback(ctx context.Context) error {
 type Writer struct {
 	t *kafkaTxn
 	b *sinks.Batch
+	// held, inside Atomic, collects what fn produces until it succeeds.
+	held *[]*kgo.Record
 }
 
 // Batch is the batch this writer writes the output of.
@@ -217,6 +219,10 @@ func (w *Writer) Batch() *sinks.Batch { return w.b }
 func (w *Writer) Produce(r *kgo.Record) {
 	if r.Topic == "" {
 		w.t.fail("", errors.New("record has no topic"))
+		return
+	}
+	if w.held != nil {
+		*w.held = append(*w.held, r)
 		return
 	}
 	w.t.endMu.RLock()
