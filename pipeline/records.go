@@ -22,7 +22,9 @@ type RecordStage[W any] interface {
 type RecordFunc[W any] func(ctx context.Context, r *kgo.Record, w W) error
 
 // ProcessRecord calls f.
-func (f RecordFunc[W]) ProcessRecord(ctx context.Context, r *kgo.Record, w W) error { return f(ctx, r, w) }
+func (f RecordFunc[W]) ProcessRecord(ctx context.Context, r *kgo.Record, w W) error {
+	return f(ctx, r, w)
+}
 
 // DeadLetterFunc writes a record that kept failing to a dead-letter
 // destination through the batch's writer, so it commits in the same
