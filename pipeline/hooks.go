@@ -27,13 +27,33 @@ type HookBatchAborted interface {
 	OnBatchAborted(AbortInfo)
 }
 
+// HookPolled is called for every batch collected, before its transaction
+// begins: the records that came in.
+type HookPolled interface {
+	OnPolled(PollInfo)
+}
+
+// PollInfo describes one collected batch.
+type PollInfo struct {
+	Records    int
+	Bytes      int
+	Partitions int
+	Took       time.Duration // from the first poll to the batch being complete
+}
+
 // CommitInfo describes one committed transaction.
 type CommitInfo struct {
 	Records    int           // input records the transaction covered
 	Bytes      int           // their keys and values
 	Partitions int           // partitions it covered
+	Outputs    int           // records the Stage produced (Kafka mode; 0 where the sink does not count)
+	Start      time.Time     // when the batch's first poll began
 	Took       time.Duration // from the first poll of the batch to the end of the commit
+	Stage      time.Duration // the Stage calls, from the first start to the last end
 	Commit     time.Duration // the commit alone
+	// Offsets are the next offsets the transaction committed, per topic
+	// and partition: where each partition resumes.
+	Offsets map[string]map[int32]int64
 }
 
 // AbortReason says why a transaction did not commit.
@@ -69,7 +89,9 @@ type AbortInfo struct {
 	Reason     AbortReason
 	Records    int // input records the transaction covered
 	Partitions int
-	Err        error // the cause; nil for AbortShutdown
+	Err        error         // the cause; nil for AbortShutdown
+	Start      time.Time     // when the batch's first poll began
+	Took       time.Duration // from the first poll to the abort
 }
 
 // Hooks adds hooks (see [Hook]). A value that implements none of the Hook*
@@ -82,6 +104,8 @@ func Hooks(hs ...Hook) Opt {
 type hooks struct {
 	committed []HookBatchCommitted
 	aborted   []HookBatchAborted
+	state     []HookStateChanged
+	polled    []HookPolled
 }
 
 // add sorts h into the set; false if h implements no hook interface.
@@ -93,6 +117,14 @@ func (hs *hooks) add(h Hook) bool {
 	}
 	if x, is := h.(HookBatchAborted); is {
 		hs.aborted = append(hs.aborted, x)
+		ok = true
+	}
+	if x, is := h.(HookStateChanged); is {
+		hs.state = append(hs.state, x)
+		ok = true
+	}
+	if x, is := h.(HookPolled); is {
+		hs.polled = append(hs.polled, x)
 		ok = true
 	}
 	return ok
@@ -107,6 +139,12 @@ func (hs *hooks) batchCommitted(ci CommitInfo) {
 func (hs *hooks) batchAborted(ai AbortInfo) {
 	for _, h := range hs.aborted {
 		h.OnBatchAborted(ai)
+	}
+}
+
+func (hs *hooks) batchPolled(pi PollInfo) {
+	for _, h := range hs.polled {
+		h.OnPolled(pi)
 	}
 }
 

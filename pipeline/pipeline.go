@@ -31,6 +31,7 @@ type Pipeline[W any] struct {
 	running atomic.Bool
 	stats   stats
 	hooks   hooks
+	state   state
 
 	// Used by Run's goroutine only: the largest record (key and value)
 	// seen, and how many polls learnt from, for sizing polls by MaxBytes.
@@ -115,7 +116,7 @@ func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], 
 	for i, h := range cfg.hooks {
 		if !pl.hooks.add(h) {
 			return nil, &sinks.ConfigError{Option: "pipeline.Hooks", Value: fmt.Sprintf("hook %d (%T)", i, h),
-				Reason: "implements none of the pipeline's Hook interfaces (HookBatchCommitted, HookBatchAborted)"}
+				Reason: "implements none of the pipeline's Hook interfaces (HookBatchCommitted, HookBatchAborted, HookStateChanged, HookPolled)"}
 		}
 	}
 	return pl, nil
@@ -160,6 +161,13 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer p.running.Store(false)
+	p.setState(StateStarting, nil)
+	err := p.run(ctx)
+	p.setState(StateStopped, err)
+	return err
+}
+
+func (p *Pipeline[W]) run(ctx context.Context) error {
 
 	// The preflight check refuses before anything joins the group, or,
 	// when it only warns, runs beside the start so a restart is not slowed.
@@ -179,6 +187,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	p.setState(StateRunning, nil)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
 		defer cancel()
@@ -201,6 +210,7 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 			return nil // nothing begun: the polled records stay uncommitted
 		}
 		if err != nil {
+			p.setState(StateRetrying, err)
 			p.log.Warn("polling failed; retrying", "err", err)
 			if !bo.Wait(ctx) {
 				return nil
@@ -209,6 +219,10 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 		}
 		if len(batches) == 0 {
 			continue
+		}
+		if len(p.hooks.polled) > 0 {
+			records, bytes := size(batches)
+			p.hooks.batchPolled(PollInfo{Records: records, Bytes: bytes, Partitions: len(batches), Took: time.Since(start)})
 		}
 
 		err = p.runTxn(ctx, sess, batches, start)
@@ -460,7 +474,9 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	// batch fails like any Stage error: retried, and after StageRetries
 	// failures returned from Run, instead of retried forever.
 	sctx, cancel := context.WithDeadline(ctx, txStart.Add(p.stageBudget()))
+	stageStart := time.Now()
 	err = p.process(sctx, tx, batches)
+	stageTook := time.Since(stageStart)
 	serr := sctx.Err() // before cancel, which would make it Canceled
 	cancel()
 	if err == nil && ctx.Err() == nil && serr != nil {
@@ -476,7 +492,7 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		if rerr := rollback(); sinks.IsFatal(rerr) {
 			err = rerr // fenced while aborting: that is what Run must report
 		}
-		p.aborted(ctx, batches, err)
+		p.aborted(ctx, batches, err, start)
 		return err
 	}
 	commitStart := time.Now()
@@ -486,14 +502,24 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	done, failed := batches, []*sinks.Batch(nil)
 	if err != nil {
 		done, failed = splitCommit(batches, err)
-		p.aborted(ctx, failed, err)
+		p.aborted(ctx, failed, err, start)
 	}
 	if len(done) > 0 {
 		records, bytes := size(done)
 		p.stats.records.Add(int64(records))
 		p.stats.txns.Add(1)
-		p.hooks.batchCommitted(CommitInfo{Records: records, Bytes: bytes, Partitions: len(done),
-			Took: time.Since(start), Commit: time.Since(commitStart)})
+		if err == nil {
+			p.setState(StateRunning, nil)
+		}
+		if len(p.hooks.committed) > 0 {
+			ci := CommitInfo{Records: records, Bytes: bytes, Partitions: len(done),
+				Start: start, Took: time.Since(start), Stage: stageTook, Commit: time.Since(commitStart),
+				Offsets: sinks.NextOffsets(done)}
+			if oc, ok := tx.(sinks.OutputCounter); ok && err == nil {
+				ci.Outputs = oc.Outputs()
+			}
+			p.hooks.batchCommitted(ci)
+		}
 	}
 	return err
 }
@@ -544,11 +570,18 @@ func size(batches []*sinks.Batch) (records, bytes int) {
 }
 
 // aborted counts a transaction that did not commit and tells the hooks why.
-func (p *Pipeline[W]) aborted(ctx context.Context, batches []*sinks.Batch, err error) {
+func (p *Pipeline[W]) aborted(ctx context.Context, batches []*sinks.Batch, err error, start time.Time) {
 	reason := abortReason(ctx, err)
 	p.stats.abort(reason)
 	if reason == AbortUnknownOutcome {
 		p.stats.unknown.Add(1)
+	}
+	switch reason {
+	case AbortShutdown:
+	case AbortRebalance:
+		p.setState(StateRebalancing, err)
+	default:
+		p.setState(StateRetrying, err)
 	}
 	if len(p.hooks.aborted) == 0 {
 		return
@@ -557,7 +590,8 @@ func (p *Pipeline[W]) aborted(ctx context.Context, batches []*sinks.Batch, err e
 	if reason == AbortShutdown {
 		err = nil
 	}
-	p.hooks.batchAborted(AbortInfo{Reason: reason, Records: records, Partitions: len(batches), Err: err})
+	p.hooks.batchAborted(AbortInfo{Reason: reason, Records: records, Partitions: len(batches), Err: err,
+		Start: start, Took: time.Since(start)})
 }
 
 // abortReason classifies why a transaction did not commit.

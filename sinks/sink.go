@@ -29,6 +29,19 @@ func (b *Batch) LastOffset() int64 { return b.Records[len(b.Records)-1].Offset }
 // committed: LastOffset()+1.
 func (b *Batch) NextOffset() int64 { return b.LastOffset() + 1 }
 
+// NextOffsets is where each batch's partition resumes once the batches
+// committed, per topic and partition.
+func NextOffsets(batches []*Batch) map[string]map[int32]int64 {
+	next := make(map[string]map[int32]int64, 1)
+	for _, b := range batches {
+		if next[b.Topic] == nil {
+			next[b.Topic] = map[int32]int64{}
+		}
+		next[b.Topic][b.Partition] = b.NextOffset()
+	}
+	return next
+}
+
 // Sink is where a pipeline's effects and its consumer offsets are committed
 // together. W is the handle a Stage writes its output through: a
 // *kafkasink.Writer for the Kafka sink, a *pgsink.Writer for the Postgres
@@ -130,4 +143,11 @@ type Txn[W any] interface {
 	Commit(ctx context.Context) error
 	// Rollback discards the writes and rewinds positions.
 	Rollback(ctx context.Context) error
+}
+
+// OutputCounter is implemented by a Txn that counts the records its writers
+// produced; the pipeline reports the count of a committed transaction to its
+// hooks (records out).
+type OutputCounter interface {
+	Outputs() int
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -87,12 +88,13 @@ type kafkaTxn struct {
 	// Produce checks it under the read lock, so a Stage call that outlives
 	// its transaction (it ignored its context) can never write into the
 	// session's next transaction.
-	endMu sync.RWMutex
-	ended bool
-	ctx   context.Context
-	done  bool
-	errMu sync.Mutex
-	err   error
+	endMu   sync.RWMutex
+	ended   bool
+	outputs atomic.Int64
+	ctx     context.Context
+	done    bool
+	errMu   sync.Mutex
+	err     error
 	// promises counts records whose promise has not run: kgo calls the
 	// promise of a record it refuses before buffering asynchronously,
 	// and Flush does not wait for it.
@@ -139,7 +141,7 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 		// transaction; the group's committed offsets say how.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleBudget)
 		defer cancel()
-		if committed, known := t.ks.s.Committed(sctx, nextOffsets(t.batches)); known && committed {
+		if committed, known := t.ks.s.Committed(sctx, sinks.NextOffsets(t.batches)); known && committed {
 			return nil
 		}
 	}
@@ -149,18 +151,6 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 // settleBudget bounds reading the committed offsets after an unknown
 // outcome; past it the outcome stays unknown, which costs only a count.
 const settleBudget = 5 * time.Second
-
-// nextOffsets is where each batch's partition resumes once it committed.
-func nextOffsets(batches []*sinks.Batch) map[string]map[int32]int64 {
-	next := map[string]map[int32]int64{}
-	for _, b := range batches {
-		if next[b.Topic] == nil {
-			next[b.Topic] = map[int32]int64{}
-		}
-		next[b.Topic][b.Partition] = b.NextOffset()
-	}
-	return next
-}
 
 // end ends the transaction; cause is why a commit became an abort.
 func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
@@ -231,8 +221,13 @@ func (w *Writer) Produce(r *kgo.Record) {
 		return // the transaction ended under a Stage that outlived it: discarded with it
 	}
 	w.t.promises.add()
+	w.t.outputs.Add(1)
 	w.t.ks.s.Produce(w.t.ctx, r, w.t.promise)
 }
+
+// Outputs implements sinks.OutputCounter: the records produced in the
+// transaction.
+func (t *kafkaTxn) Outputs() int { return int(t.outputs.Load()) }
 
 // pending counts records whose promise has not run yet. Unlike a
 // sync.WaitGroup it can be waited on with a context without a goroutine that
