@@ -167,7 +167,9 @@ func (t *kafkaTxn) end(ctx context.Context, commit bool, cause error) error {
 	switch {
 	case err == nil:
 		return cause
-	case errors.Is(err, sinks.ErrAborted), errors.Is(err, sinks.ErrOutcomeUnknown):
+	case errors.Is(err, sinks.ErrAborted):
+		return errors.Join(cause, err)
+	case errors.Is(err, sinks.ErrOutcomeUnknown):
 		return errors.Join(cause, fmt.Errorf("%w: %w", sinks.ErrAborted, err))
 	default:
 		return errors.Join(cause, err)
