@@ -41,6 +41,8 @@ type config struct {
 	clientOpts   []kgo.Opt
 	hooks        []Hook
 	static       bool
+	// missingTopics is what Run does about input topics that do not exist.
+	missingTopics MissingTopicPolicy
 }
 
 func defaults() config {

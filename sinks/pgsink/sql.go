@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/exactlyonce/exactly/sinks"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -99,9 +100,10 @@ func (p *Sink) checkTable(ctx context.Context) error {
 	if errors.As(err, &pe) {
 		switch pe.Code {
 		case "42P01", "3F000": // undefined_table, invalid_schema_name
-			return fmt.Errorf("pgsink: the offsets table %s does not exist: run (*pgsink.Sink).Migrate or create it with the DDL in the package documentation: %w", p.Table(), err)
+			return fmt.Errorf("pgsink: %w", &sinks.MissingError{Kind: "offsets table", Name: p.Table(), Err: err,
+				Fix: "run (*pgsink.Sink).Migrate once before the pipeline starts, or create it with the statement of (*pgsink.Sink).DDL"})
 		case "42703": // undefined_column
-			return fmt.Errorf("pgsink: the offsets table %s lacks a column the sink needs (see the DDL in the package documentation): %w", p.Table(), err)
+			return fmt.Errorf("pgsink: the offsets table %s lacks a column the sink needs; compare it with (*pgsink.Sink).DDL (%w: %w)", p.Table(), sinks.ErrPermanent, err)
 		}
 	}
 	return fmt.Errorf("pgsink: checking the offsets table %s: %w", p.Table(), err)
