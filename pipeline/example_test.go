@@ -80,14 +80,34 @@ func ExampleNew_refused() {
 func ExampleChain() {
 	var stage pipeline.Stage[*kafkasink.Writer] = pipeline.StageFunc[*kafkasink.Writer](
 		func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error { return nil })
+	var batches int
 	stage = pipeline.Chain(stage,
-		pipeline.Observe[*kafkasink.Writer](func(b *sinks.Batch, took time.Duration, err error) {
-			// record took and err in your metrics here
+		pipeline.Observe(func(b *sinks.Batch, took time.Duration, err error) {
+			batches++ // record took and err in your metrics here
 		}),
-		pipeline.Timeout[*kafkasink.Writer](5*time.Second),
+		pipeline.Timeout(5*time.Second),
 	)
-	fmt.Printf("%T\n", stage)
-	// Output: pipeline.StageFunc[*github.com/exactlyonce/exactly/sinks/kafkasink.Writer]
+	err := stage.Process(context.Background(), &sinks.Batch{Topic: "orders"}, nil)
+	fmt.Println(batches, err)
+	// Output: 1 <nil>
+}
+
+// A middleware that needs the writer's type is adapted with Typed.
+func ExampleTyped() {
+	audit := pipeline.Typed(func(next pipeline.Stage[*kafkasink.Writer]) pipeline.Stage[*kafkasink.Writer] {
+		return pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
+			if err := next.Process(ctx, b, w); err != nil {
+				return err
+			}
+			// w.Produce(...) an audit record in the same transaction
+			return nil
+		})
+	})
+	stage := pipeline.Chain(pipeline.StageFunc[*kafkasink.Writer](
+		func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error { return nil }),
+		audit, pipeline.Timeout(time.Second))
+	fmt.Println(stage.Process(context.Background(), &sinks.Batch{Topic: "orders"}, nil))
+	// Output: <nil>
 }
 
 func produceOrders(brokers []string, n int) {
