@@ -130,3 +130,16 @@ type Txn[W any] interface {
 	// Rollback discards the writes and rewinds positions.
 	Rollback(ctx context.Context) error
 }
+
+// OffsetReader is an optional interface of a [Sink] that keeps the
+// committed offsets itself instead of in the consumer group's offsets in
+// Kafka (the Postgres sink keeps them in its offsets table). The pipeline
+// finds it by type assertion where it needs the committed offsets, as
+// pipeline.(*Pipeline).RunUntilCaughtUp does; a sink without it commits to the
+// group in Kafka.
+type OffsetReader interface {
+	// CommittedOffsets returns the next offset to consume of each
+	// partition of topics that group committed, by topic and partition.
+	// A partition with nothing committed is absent.
+	CommittedOffsets(ctx context.Context, group string, topics []string) (map[string]map[int32]int64, error)
+}

@@ -108,3 +108,45 @@ func (p *Sink) checkTable(ctx context.Context) error {
 	}
 	return fmt.Errorf("pgsink: checking the offsets table %s: %w", p.Table(), err)
 }
+
+// CommittedOffsets implements [sinks.OffsetReader]: the next offsets the
+// offsets table holds for group's partitions of topics.
+func (p *Sink) CommittedOffsets(ctx context.Context, group string, topics []string) (map[string]map[int32]int64, error) {
+	rows, err := p.pool.Query(ctx, `SELECT topic, partition, next_offset FROM `+p.Table()+
+		` WHERE consumer_group = $1 AND topic = ANY($2::text[])`, group, topics)
+	if err != nil {
+		return nil, fmt.Errorf("pgsink: reading the committed offsets of group %q from %s: %w", group, p.Table(), err)
+	}
+	defer rows.Close()
+	out := make(map[string]map[int32]int64)
+	for rows.Next() {
+		var (
+			topic string
+			part  int32
+			next  int64
+		)
+		if err := rows.Scan(&topic, &part, &next); err != nil {
+			return nil, fmt.Errorf("pgsink: reading the committed offsets of group %q from %s: %w", group, p.Table(), err)
+		}
+		if out[topic] == nil {
+			out[topic] = make(map[int32]int64)
+		}
+		out[topic][part] = next
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgsink: reading the committed offsets of group %q from %s: %w", group, p.Table(), err)
+	}
+	return out, nil
+}
+
+// DeleteOffsets deletes the rows of group from the offsets table, so the
+// group starts again from StartOffset the next time it runs. Run it only
+// while no instance of the group runs (a batch job that is done, a test);
+// it returns how many rows it deleted.
+func (p *Sink) DeleteOffsets(ctx context.Context, group string) (int64, error) {
+	tag, err := p.pool.Exec(ctx, `DELETE FROM `+p.Table()+` WHERE consumer_group = $1`, group)
+	if err != nil {
+		return 0, fmt.Errorf("pgsink: deleting the offsets of group %q from %s: %w", group, p.Table(), err)
+	}
+	return tag.RowsAffected(), nil
+}
