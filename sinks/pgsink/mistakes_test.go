@@ -1,0 +1,118 @@
+package pgsink_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/pgsink"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// pgsink.New(nil) — what a pgxpool.New whose error was ignored leaves —
+// says what probably happened.
+func TestPostgresNilPool(t *testing.T) {
+	_, err := pgsink.New(nil)
+	var ce *sinks.ConfigError
+	require.ErrorAs(t, err, &ce)
+	require.ErrorContains(t, err, "pool is nil: pgxpool.New failed? check its error")
+}
+
+// The offsets table missing (Migrate not run) stops Run at once with an
+// error that names the table and the fix, instead of retrying until
+// StartTimeout and ending in "context deadline exceeded".
+func TestPostgresMissingOffsetsTableFailsFast(t *testing.T) {
+	pool := pgPool(t)
+	schema := testSchema(t, pool, uniqueName("exactly_missing"))
+	_, brokers := testkit.Cluster(t, 1, "in")
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable(schema, "offsets"))
+	require.NoError(t, err)
+	stage := pipeline.StageFunc[*pgsink.Writer](func(context.Context, *sinks.Batch, *pgsink.Writer) error { return nil })
+	p, err := pipeline.New(sink, stage, pipeline.Brokers(brokers...), pipeline.Group("g"),
+		pipeline.Topics("in"), pipeline.InstanceID("w1"), pipeline.StartTimeout(30*time.Second))
+	require.NoError(t, err)
+	start := time.Now()
+	err = p.Run(context.Background())
+	took := time.Since(start)
+	t.Logf("after %v: %v", took, err)
+	require.Less(t, took, 5*time.Second)
+	require.ErrorIs(t, err, sinks.ErrPermanent)
+	var me *sinks.MissingError
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, pgx.Identifier{schema, "offsets"}.Sanitize(), me.Name)
+	var pe *pgconn.PgError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, "42P01", pe.Code)
+	require.ErrorContains(t, err, "offsets table")
+	require.ErrorContains(t, err, "Migrate")
+	require.False(t, sinks.IsRetryable(err))
+}
+
+// RunUntilCaughtUp in Postgres mode reads the committed offsets from the
+// offsets table (the sink is a sinks.OffsetReader), not from Kafka; the
+// mirror is off here, so Kafka's view would never catch up. The lifecycle
+// (partitions assigned and revoked) is logged at INFO.
+func TestPostgresRunUntilCaughtUp(t *testing.T) {
+	r := newPgRun(t, 3, 2000)
+	sink, err := pgsink.New(r.admin, pgsink.OffsetsTable(r.schema, "offsets"), pgsink.MirrorToKafka(false))
+	require.NoError(t, err)
+	require.NoError(t, sink.Migrate(context.Background()))
+	var _ sinks.OffsetReader = sink
+	rowsTable := pgx.Identifier{r.schema, "rows"}
+	stage := pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
+		rows := make([][]any, len(b.Records))
+		for i, rec := range b.Records {
+			rows[i] = []any{rec.Topic, rec.Partition, rec.Offset, string(rec.Value)}
+		}
+		_, err := w.CopyFrom(ctx, rowsTable, []string{"topic", "partition", "offset", "value"}, pgx.CopyFromRows(rows))
+		return err
+	})
+	var logs lockedBuffer
+	p, err := pipeline.New(sink, stage, pipeline.Brokers(r.brokers...), pipeline.Group(r.group),
+		pipeline.Topics("in"), pipeline.InstanceID("w1"), pipeline.MaxWait(20*time.Millisecond),
+		pipeline.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, p.RunUntilCaughtUp(ctx))
+	require.Equal(t, r.n, r.committed())
+	offs, err := sink.CommittedOffsets(ctx, r.group, []string{"in"})
+	require.NoError(t, err)
+	require.Len(t, offs["in"], 3)
+	r.verify(false)
+	out := logs.String()
+	require.Contains(t, out, `level=INFO msg="partitions assigned; positions loaded from postgres"`)
+	require.Contains(t, out, `sink=postgres partitions="map[in:[0 1 2]]"`)
+	require.Contains(t, out, `level=INFO msg="partitions revoked"`)
+	require.Contains(t, out, `reason="context done" err="pipeline: caught up with the input"`)
+
+	n, err := sink.DeleteOffsets(ctx, r.group)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), n)
+}
