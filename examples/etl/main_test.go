@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +30,60 @@ func TestRunEmbedded(t *testing.T) {
 	require.Equal(t, res.in, res.out+res.dead)
 	require.Positive(t, res.dead)
 	require.Regexp(t, `^exactly-once verified: in=5000 out=\d+ dead=\d+ duplicates=0 missing=0$`, res.line())
+	// Three instances joining one group abort a transaction or two; the
+	// summary says why.
+	if strings.Contains(out.String(), "aborted (nothing") {
+		require.Contains(t, out.String(), "× rebalance: partitions moved")
+	}
+}
+
+// ctrl-C says "interrupted", not that -timeout passed, and stops the run
+// promptly: while producing the input and while processing it.
+func TestInterrupted(t *testing.T) {
+	for _, tc := range []struct {
+		name, after, want string
+		records          int
+	}{
+		{"producing", "", "interrupted while producing the input", 2_000_000},
+		{"processing", "produced ", "interrupted while processing", 300_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.records = tc.records
+			cfg.log = io.Discard
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			w := &cancelOn{match: tc.after, cancel: cancel}
+			if tc.after == "" {
+				time.AfterFunc(300*time.Millisecond, cancel)
+			}
+			start := time.Now()
+			_, err := run(ctx, cfg, w)
+			took := time.Since(start) - 300*time.Millisecond
+			t.Logf("after %v: %v", took, err)
+			require.ErrorContains(t, err, tc.want)
+			require.ErrorIs(t, err, context.Canceled)
+			require.NotContains(t, err.Error(), "timeout")
+			require.Less(t, took, 5*time.Second, "ctrl-C took too long to stop the run")
+		})
+	}
+}
+
+// cancelOn cancels when a line it is written contains match.
+type cancelOn struct {
+	mu     sync.Mutex
+	match  string
+	cancel context.CancelFunc
+	buf    bytes.Buffer
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.match != "" && bytes.Contains(p, []byte(c.match)) {
+		c.cancel()
+	}
+	return c.buf.Write(p)
 }
 
 func TestConfigErrorsNameTheFlag(t *testing.T) {
