@@ -42,7 +42,7 @@ func TestRunEmbedded(t *testing.T) {
 func TestInterrupted(t *testing.T) {
 	for _, tc := range []struct {
 		name, after, want string
-		records          int
+		records           int
 	}{
 		{"producing", "", "interrupted while producing the input", 2_000_000},
 		{"processing", "produced ", "interrupted while processing", 300_000},
