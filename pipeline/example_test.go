@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"strconv"
@@ -122,4 +123,51 @@ func produceOrders(brokers []string, n int) {
 			log.Fatal(err)
 		}
 	}
+}
+
+// A batch job: process everything the input holds, then stop.
+func ExamplePipeline_RunUntilCaughtUp() {
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(2, "orders", "orders-upper"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	produceOrders(brokers, 50)
+
+	upper := pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
+		for _, r := range b.Records {
+			w.Produce(&kgo.Record{Topic: "orders-upper", Key: r.Key, Value: bytes.ToUpper(r.Value)})
+		}
+		return nil
+	})
+	p, err := pipeline.New(kafkasink.New(), upper, pipeline.Brokers(brokers...),
+		pipeline.Group("upper"), pipeline.Topics("orders"), pipeline.InstanceID("batch-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := p.RunUntilCaughtUp(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("committed", p.Stats().CommittedRecords)
+	// Output: committed 50
+}
+
+// A topic that does not exist stops Run at once with an error that names it.
+func ExampleMissingInputTopics() {
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	stage := pipeline.StageFunc[*kafkasink.Writer](func(context.Context, *sinks.Batch, *kafkasink.Writer) error { return nil })
+	p, err := pipeline.New(kafkasink.New(), stage, pipeline.Brokers(cluster.ListenAddrs()...),
+		pipeline.Group("g"), pipeline.Topics("ordres"), pipeline.InstanceID("w-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.Run(context.Background())
+	var me *sinks.MissingError
+	fmt.Println(errors.As(err, &me), me.Kind, me.Name, sinks.IsPermanent(err))
+	// Output: true input topic ordres true
 }

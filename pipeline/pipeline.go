@@ -139,10 +139,13 @@ func (p *Pipeline[W]) Stats() Stats {
 // aborted, so its batch is processed again by whichever instance owns the
 // partition next. It returns a [*StageError] when the Stage panicked or kept
 // failing, a fatal error (see [sinks.IsFatal]) when this instance was fenced by a
-// newer one or is not authorized, and the connection error when the first
-// session could not be opened within StartTimeout. Transient errors —
-// aborted transactions, rebalances, brokers that come and go, commits whose
-// outcome was unknown — are retried and logged, never returned.
+// newer one or is not authorized, a permanent error (see [sinks.IsPermanent])
+// at once when a topic or table it needs does not exist, and a [*StartError]
+// when the first session could not be opened within StartTimeout. Transient
+// errors — aborted transactions, rebalances, brokers that come and go,
+// commits whose outcome was unknown — are retried and logged at WARN, never
+// returned. Before it joins the group, Run checks that the brokers answer and
+// that the input topics exist (see [MissingInputTopics]).
 //
 // Run may be called again after it returns; it may not be called twice at
 // once.
