@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +116,30 @@ func TestPostgresRunUntilCaughtUp(t *testing.T) {
 	n, err := sink.DeleteOffsets(ctx, r.group)
 	require.NoError(t, err)
 	require.Equal(t, int64(3), n)
+}
+
+// In Postgres mode nothing but the consumer talks to Kafka, and a consumer
+// only retries in the background: Run checks the brokers before it starts,
+// so unreachable brokers end in a *pipeline.StartError within StartTimeout
+// instead of a pipeline that waits silently.
+func TestPostgresUnreachableBrokers(t *testing.T) {
+	pool := pgPool(t)
+	schema := testSchema(t, pool, uniqueName("exactly_unreach"))
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable(schema, "offsets"))
+	require.NoError(t, err)
+	require.NoError(t, sink.Migrate(context.Background()))
+	stage := pipeline.StageFunc[*pgsink.Writer](func(context.Context, *sinks.Batch, *pgsink.Writer) error { return nil })
+	const startTimeout = 2 * time.Second
+	p, err := pipeline.New(sink, stage, pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"),
+		pipeline.Topics("in"), pipeline.InstanceID("w1"), pipeline.StartTimeout(startTimeout))
+	require.NoError(t, err)
+	start := time.Now()
+	err = p.Run(context.Background())
+	took := time.Since(start)
+	t.Logf("after %v: %v", took, err)
+	require.Less(t, took, startTimeout+time.Second)
+	var se *pipeline.StartError
+	require.ErrorAs(t, err, &se)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	require.ErrorContains(t, err, "127.0.0.1:1")
 }
