@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestInterrupted(t *testing.T) {
 		records           int
 	}{
 		{"producing", "", "interrupted while producing the input", 2_000_000},
-		{"processing", "produced ", "interrupted while processing", 300_000},
+		{"processing", "progress: ", "interrupted while processing", 500_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := defaultConfig()
@@ -53,14 +54,16 @@ func TestInterrupted(t *testing.T) {
 			cfg.log = io.Discard
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			w := &cancelOn{match: tc.after, cancel: cancel}
+			var cancelled atomic.Int64 // UnixNano of the ctrl-C
+			interrupt := func() { cancelled.CompareAndSwap(0, time.Now().UnixNano()); cancel() }
+			w := &cancelOn{match: tc.after, cancel: interrupt}
 			if tc.after == "" {
-				time.AfterFunc(300*time.Millisecond, cancel)
+				time.AfterFunc(300*time.Millisecond, interrupt)
 			}
-			start := time.Now()
 			_, err := run(ctx, cfg, w)
-			took := time.Since(start) - 300*time.Millisecond
-			t.Logf("after %v: %v", took, err)
+			require.NotZero(t, cancelled.Load(), "the run ended before the interrupt: %v", err)
+			took := time.Since(time.Unix(0, cancelled.Load()))
+			t.Logf("%v after the interrupt: %v", took, err)
 			require.ErrorContains(t, err, tc.want)
 			require.ErrorIs(t, err, context.Canceled)
 			require.NotContains(t, err.Error(), "timeout")
@@ -73,7 +76,7 @@ func TestInterrupted(t *testing.T) {
 type cancelOn struct {
 	mu     sync.Mutex
 	match  string
-	cancel context.CancelFunc
+	cancel func()
 	buf    bytes.Buffer
 }
 

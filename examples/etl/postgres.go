@@ -120,7 +120,10 @@ func (m *postgresMode) stage() pipeline.Stage[*pgsink.Writer] {
 	return pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
 		orders := make([][]any, 0, len(b.Records))
 		var dead [][]any
-		for _, r := range b.Records {
+		for i, r := range b.Records {
+			if i%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err() // stopping: nothing of this batch commits anyway
+			}
 			e, v, err := transform(r)
 			if errors.Is(err, errInvalid) {
 				dead = append(dead, []any{r.Topic, r.Partition, r.Offset, err.Error(), r.Value})

@@ -191,7 +191,10 @@ func (kafkaMode) close() {}
 
 func kafkaStage(tp topics) pipeline.Stage[*kafkasink.Writer] {
 	return pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
-		for _, r := range b.Records {
+		for i, r := range b.Records {
+			if i%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err() // stopping: nothing of this batch commits anyway
+			}
 			e, v, err := transform(r)
 			if errors.Is(err, errInvalid) {
 				w.DeadLetter(tp.dead, r, err)
