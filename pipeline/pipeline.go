@@ -219,7 +219,10 @@ func (p *Pipeline[W]) Run(ctx context.Context) (runErr error) {
 				return se // a bug, or a Stage that ignored the shutdown: say so
 			}
 			return nil
-		case sinks.IsPermanent(err):
+		case sinks.IsPermanent(err): // a missing topic or table: retrying cannot help
+			if se := (*StageError)(nil); errors.As(err, &se) {
+				se.Attempts = failures + 1
+			}
 			return err
 		}
 		retries++

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
@@ -142,4 +143,71 @@ func TestPostgresUnreachableBrokers(t *testing.T) {
 	require.ErrorAs(t, err, &se)
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	require.ErrorContains(t, err, "127.0.0.1:1")
+}
+
+// A table the Stage writes to that does not exist stops Run at the first
+// batch, naming the table, instead of after StageRetries; a wrong password
+// stops it at once instead of after StartTimeout.
+func TestPostgresPermanentStageAndLoginErrors(t *testing.T) {
+	pool := pgPool(t)
+	schema := testSchema(t, pool, uniqueName("exactly_perm"))
+	_, brokers := testkit.Cluster(t, 1, "in")
+	testkit.Produce(t, brokers, "in", 5)
+	for _, tc := range []struct {
+		name  string
+		pool  func(t *testing.T) *pgxpool.Pool
+		stage pipeline.Stage[*pgsink.Writer]
+		text  []string
+	}{{
+		name: "copy into a missing table",
+		pool: func(*testing.T) *pgxpool.Pool { return pool },
+		stage: pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
+			_, err := w.CopyFrom(ctx, pgx.Identifier{schema, "nope"}, []string{"v"}, pgx.CopyFromRows([][]any{{1}}))
+			return err
+		}),
+		text: []string{`table "` + schema + `"."nope" does not exist`, "create it", "after 1 attempts"},
+	}, {
+		name: "insert into a missing table",
+		pool: func(*testing.T) *pgxpool.Pool { return pool },
+		stage: pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
+			_, err := w.Exec(ctx, `INSERT INTO `+pgx.Identifier{schema, "nope"}.Sanitize()+` VALUES (1)`)
+			return err
+		}),
+		text: []string{`table "` + schema + `.nope" does not exist`},
+	}, {
+		name: "wrong password",
+		pool: func(t *testing.T) *pgxpool.Pool {
+			cfg := pgConfig(t)
+			cfg.ConnConfig.Password = "wrong-password"
+			p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			require.NoError(t, err)
+			t.Cleanup(p.Close)
+			return p
+		},
+		stage: pipeline.StageFunc[*pgsink.Writer](func(context.Context, *sinks.Batch, *pgsink.Writer) error { return nil }),
+		text:  []string{"postgres refused the login", "check the user and password"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink, err := pgsink.New(tc.pool(t), pgsink.OffsetsTable(schema, "offsets"))
+			require.NoError(t, err)
+			if tc.name != "wrong password" {
+				require.NoError(t, sink.Migrate(context.Background()))
+			}
+			p, err := pipeline.New(sink, tc.stage, pipeline.Brokers(brokers...), pipeline.Group("g"),
+				pipeline.Topics("in"), pipeline.InstanceID("w1"), pipeline.StartTimeout(30*time.Second))
+			require.NoError(t, err)
+			start := time.Now()
+			err = p.Run(context.Background())
+			took := time.Since(start)
+			t.Logf("after %v: %v", took, err)
+			require.Less(t, took, 10*time.Second)
+			require.ErrorIs(t, err, sinks.ErrPermanent)
+			var pe *pgconn.PgError
+			require.ErrorAs(t, err, &pe)
+			for _, s := range tc.text {
+				require.ErrorContains(t, err, s)
+			}
+			require.Zero(t, p.Stats().CommittedRecords)
+		})
+	}
 }

@@ -102,6 +102,12 @@ func (p *Sink) checkTable(ctx context.Context) error {
 		case "42P01", "3F000": // undefined_table, invalid_schema_name
 			return fmt.Errorf("pgsink: %w", &sinks.MissingError{Kind: "offsets table", Name: p.Table(), Err: err,
 				Fix: "run (*pgsink.Sink).Migrate once before the pipeline starts, or create it with the statement of (*pgsink.Sink).DDL"})
+		case "28P01", "28000": // invalid_password, invalid_authorization_specification
+			return fmt.Errorf("pgsink: postgres refused the login (%s): check the user and password of the pool's connection string (%w: %w)", pe.Code, sinks.ErrPermanent, err)
+		case "3D000": // invalid_catalog_name
+			return fmt.Errorf("pgsink: the database of the pool's connection string does not exist: create it or fix the URL (%w: %w)", sinks.ErrPermanent, err)
+		case "42501": // insufficient_privilege
+			return fmt.Errorf("pgsink: the pool's user may not read the offsets table %s: GRANT SELECT, INSERT, UPDATE on it (%w: %w)", p.Table(), sinks.ErrPermanent, err)
 		case "42703": // undefined_column
 			return fmt.Errorf("pgsink: the offsets table %s lacks a column the sink needs; compare it with (*pgsink.Sink).DDL (%w: %w)", p.Table(), sinks.ErrPermanent, err)
 		}
