@@ -43,6 +43,11 @@ func MissingInputTopics(p MissingTopicPolicy) Opt {
 	return opt(func(c *config) { c.missingTopics = p })
 }
 
+// missingTopicChecks is how many more metadata answers must lack an input
+// topic before Run believes it does not exist (kgo's UnknownTopicRetries
+// makes the same allowance for output topics).
+const missingTopicChecks = 3
+
 // dialWatch is a kgo.HookBrokerConnect that remembers the last failed
 // connection attempt: kgo retries dials itself and a request that runs out
 // of time reports only "context deadline exceeded", so without it the cause
@@ -81,6 +86,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 	bo := backoff.New(p.cfg.backoffMin, p.cfg.backoffMax)
 	cfg := p.sessionConfig(dw)
 	checked := false
+	missing := 0 // answers in a row without an input topic
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		err := error(nil)
@@ -97,6 +103,17 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		// A topic created just before the start may be missing from
+		// some broker's metadata for a moment: believe "does not
+		// exist" only when several answers in a row say so.
+		var me *sinks.MissingError
+		if errors.As(err, &me) && me.Kind == "input topic" && missing < missingTopicChecks && dctx.Err() == nil {
+			missing++
+			p.log.Debug("starting: input topic not in the metadata; asking again", "topic", me.Name, "check", missing)
+			if bo.Wait(dctx) {
+				continue
+			}
 		}
 		if sinks.IsFatal(err) || sinks.IsPermanent(err) {
 			return nil, err
