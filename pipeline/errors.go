@@ -62,7 +62,11 @@ type StartError struct {
 
 // Error names the brokers, the last cause and what to check.
 func (e *StartError) Error() string {
-	msg := fmt.Sprintf("pipeline: could not start within %v (StartTimeout; brokers %v)", e.Timeout, e.Brokers)
+	brokers := any(e.Brokers)
+	if len(e.Brokers) == 0 {
+		brokers = "from ClientOpts"
+	}
+	msg := fmt.Sprintf("pipeline: could not start within %v (StartTimeout; brokers %v)", e.Timeout, brokers)
 	if e.Cause != nil {
 		msg += fmt.Sprintf(": cannot connect to broker %s: %v; check pipeline.Brokers, that the brokers run and that this host reaches them", e.Addr, e.Cause)
 		if e.Err != nil && !strings.Contains(e.Err.Error(), e.Cause.Error()) {

@@ -19,6 +19,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // syncBuffer is a log destination safe for concurrent writes.
@@ -184,4 +185,13 @@ func TestLifecycleIsLogged(t *testing.T) {
 	} {
 		require.Contains(t, out, line)
 	}
+}
+
+// A typed middleware chained onto a stage of another writer type fails each
+// batch with an error naming both types instead of panicking.
+func TestTypedMiddlewareOnTheWrongWriter(t *testing.T) {
+	mw := pipeline.Typed(func(next pipeline.Stage[string]) pipeline.Stage[string] { return next })
+	s := pipeline.Chain(copyStage("out"), mw, pipeline.Timeout(time.Second))
+	err := s.Process(context.Background(), &sinks.Batch{Topic: "in"}, &kafkasink.Writer{})
+	require.ErrorContains(t, err, "a middleware for writers of type string was chained onto a stage whose writer is a *kafkasink.Writer")
 }
