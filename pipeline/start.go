@@ -101,6 +101,9 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 		if err == nil {
 			return sess, nil
 		}
+		if sinks.IsFatal(err) {
+			return nil, err // even at shutdown: the embedding program must see it
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -115,7 +118,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 				continue
 			}
 		}
-		if sinks.IsFatal(err) || sinks.IsPermanent(err) {
+		if sinks.IsPermanent(err) {
 			return nil, err
 		}
 		// An attempt cut short by the deadline says only that; the one

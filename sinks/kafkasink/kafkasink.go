@@ -111,10 +111,10 @@ type kafkaTxn struct {
 	// session's next transaction.
 	endMu sync.RWMutex
 	ended bool
-	ctx     context.Context
-	done    bool
-	errMu   sync.Mutex
-	err     error
+	ctx   context.Context
+	done  bool
+	errMu sync.Mutex
+	err   error
 	// promises counts records whose promise has not run: kgo calls the
 	// promise of a record it refuses before buffering asynchronously,
 	// and Flush does not wait for it.
