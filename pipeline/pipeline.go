@@ -145,7 +145,8 @@ func (p *Pipeline[W]) Stats() Stats {
 // errors — aborted transactions, rebalances, brokers that come and go,
 // commits whose outcome was unknown — are retried and logged at WARN, never
 // returned. Before it joins the group, Run checks that the brokers answer and
-// that the input topics exist (see [MissingInputTopics]).
+// that the input topics exist (see [MissingInputTopics]; for sinks that
+// consume from Kafka, [sinks.KafkaConsumer] — both of exactly's).
 //
 // Run may be called again after it returns; it may not be called twice at
 // once.

@@ -85,7 +85,9 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 	defer cancel()
 	bo := backoff.New(p.cfg.backoffMin, p.cfg.backoffMax)
 	cfg := p.sessionConfig(dw)
-	checked := false
+	// Only a sink whose sessions consume from Kafka has brokers to check.
+	kc, ok := any(p.sink).(sinks.KafkaConsumer)
+	checked := !ok || !kc.ConsumesFromKafka()
 	missing := 0 // answers in a row without an input topic
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -143,7 +145,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 }
 
 // preflight checks, before anything joins the group, that the brokers
-// answer and that the input topics exist. A topic that is missing is a
+// answer and that the input topics exist (for a [sinks.KafkaConsumer]). A topic that is missing is a
 // *sinks.MissingError under MissingTopicsFail, a WARN line otherwise.
 func (p *Pipeline[W]) preflight(ctx context.Context, clientOpts []kgo.Opt) error {
 	cl, err := kgo.NewClient(clientOpts...)

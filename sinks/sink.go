@@ -143,3 +143,16 @@ type OffsetReader interface {
 	// A partition with nothing committed is absent.
 	CommittedOffsets(ctx context.Context, group string, topics []string) (map[string]map[int32]int64, error)
 }
+
+// KafkaConsumer is an optional interface of a [Sink] whose sessions consume
+// the input from Kafka with the SessionConfig's ClientOpts — both sinks of
+// exactly. For such a sink the pipeline checks, before it opens the first
+// session, that the brokers answer and that the input topics exist, so that
+// unreachable brokers and missing topics end in an error that names them
+// instead of a consumer that retries in the background. A sink that reads
+// from elsewhere (a test double) does not implement it.
+type KafkaConsumer interface {
+	// ConsumesFromKafka reports whether the sink's sessions consume from
+	// Kafka.
+	ConsumesFromKafka() bool
+}

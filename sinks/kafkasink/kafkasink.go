@@ -317,3 +317,7 @@ func (p *pending) wait(ctx context.Context) error {
 func (w *Writer) DeadLetter(topic string, src *kgo.Record, reason error) {
 	w.Produce(DeadLetterRecord(topic, src, reason))
 }
+
+// ConsumesFromKafka implements [sinks.KafkaConsumer]: the pipeline checks
+// the brokers and the input topics before the first session opens.
+func (k *Sink) ConsumesFromKafka() bool { return true }

@@ -267,3 +267,8 @@ func (s *pgSession) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// ConsumesFromKafka implements [sinks.KafkaConsumer]: the pipeline checks
+// the brokers and the input topics before the first session opens (the
+// Postgres sink's Open itself never contacts Kafka).
+func (p *Sink) ConsumesFromKafka() bool { return true }
