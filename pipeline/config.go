@@ -44,6 +44,8 @@ type config struct {
 	preflight    PreflightPolicy
 	outputs      []string
 	static       bool
+	// missingTopics is what Run does about input topics that do not exist.
+	missingTopics MissingTopicPolicy
 }
 
 func defaults() config {

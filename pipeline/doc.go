@@ -56,10 +56,25 @@
 // re-created, never reused) — with exponential backoff, and returns only:
 // nil when its context is cancelled; a *StageError when the Stage panicked
 // or kept failing (nothing of that batch was committed); a fatal error
-// (sinks.IsFatal) when the instance was fenced by a newer one or is not authorized;
-// or the connection error when the first session could not be opened within
-// StartTimeout. Bad configuration is refused by New with a *sinks.ConfigError that
-// names the option and the value.
+// (sinks.IsFatal) when the instance was fenced by a newer one or is not
+// authorized; a permanent error (sinks.IsPermanent), at once, when an input
+// topic, an output topic or the offsets table does not exist — a
+// *sinks.MissingError that names it and the fix; or a *StartError when the
+// first session could not be opened within StartTimeout, with the last
+// connection error in its text and its chain (errors.Is(err,
+// syscall.ECONNREFUSED) holds for a refused connection). Bad configuration
+// is refused by New with a *sinks.ConfigError that names the option and the
+// value.
+//
+// With a Logger, Run logs its lifecycle at INFO — start (brokers, group,
+// topics, instance), partitions assigned and revoked, stop with the reason —
+// and every retry at WARN with its cause and attempt.
+//
+// # Batch jobs
+//
+// RunUntilCaughtUp runs until the group has committed everything that was in
+// the input topics when it started, then returns nil; Lag is the group's lag
+// as Kafka sees it.
 //
 // # Embedding
 //

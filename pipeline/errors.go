@@ -3,6 +3,8 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 )
 
 var (
@@ -69,3 +71,45 @@ func (e *DataLossError) Error() string {
 
 // Unwrap returns Err.
 func (e *DataLossError) Unwrap() error { return e.Err }
+
+// StartError is Run's error when the first session could not be opened
+// within StartTimeout: the brokers did not answer, or kept failing. Err is
+// the error of the last attempt that says more than "deadline exceeded";
+// Cause, when set, is the last failed connection attempt (to Addr) as the
+// dialer reported it, so errors.Is(err, syscall.ECONNREFUSED) and
+// errors.As(err, **net.DNSError) work on a StartError.
+type StartError struct {
+	Timeout time.Duration // StartTimeout
+	Brokers []string      // the seed brokers (empty when set through ClientOpts)
+	Addr    string        // the broker of the last failed dial, if any
+	Cause   error         // the last failed dial, if any
+	Err     error         // the last attempt's error
+}
+
+// Error names the brokers, the last cause and what to check.
+func (e *StartError) Error() string {
+	brokers := any(e.Brokers)
+	if len(e.Brokers) == 0 {
+		brokers = "from ClientOpts"
+	}
+	msg := fmt.Sprintf("pipeline: could not start within %v (StartTimeout; brokers %v)", e.Timeout, brokers)
+	if e.Cause != nil {
+		msg += fmt.Sprintf(": cannot connect to broker %s: %v; check pipeline.Brokers, that the brokers run and that this host reaches them", e.Addr, e.Cause)
+		if e.Err != nil && !strings.Contains(e.Err.Error(), e.Cause.Error()) {
+			msg += fmt.Sprintf(" (last attempt: %v)", e.Err)
+		}
+		return msg
+	}
+	return fmt.Sprintf("%s: %v", msg, e.Err)
+}
+
+// Unwrap returns Cause and Err.
+func (e *StartError) Unwrap() []error {
+	var errs []error
+	for _, err := range []error{e.Cause, e.Err} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}

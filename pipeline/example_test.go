@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"strconv"
@@ -80,14 +81,34 @@ func ExampleNew_refused() {
 func ExampleChain() {
 	var stage pipeline.Stage[*kafkasink.Writer] = pipeline.StageFunc[*kafkasink.Writer](
 		func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error { return nil })
+	var batches int
 	stage = pipeline.Chain(stage,
-		pipeline.Observe[*kafkasink.Writer](func(b *sinks.Batch, took time.Duration, err error) {
-			// record took and err in your metrics here
+		pipeline.Observe(func(b *sinks.Batch, took time.Duration, err error) {
+			batches++ // record took and err in your metrics here
 		}),
-		pipeline.Timeout[*kafkasink.Writer](5*time.Second),
+		pipeline.Timeout(5*time.Second),
 	)
-	fmt.Printf("%T\n", stage)
-	// Output: pipeline.StageFunc[*github.com/exactlyonce/exactly/sinks/kafkasink.Writer]
+	err := stage.Process(context.Background(), &sinks.Batch{Topic: "orders"}, nil)
+	fmt.Println(batches, err)
+	// Output: 1 <nil>
+}
+
+// A middleware that needs the writer's type is adapted with Typed.
+func ExampleTyped() {
+	audit := pipeline.Typed(func(next pipeline.Stage[*kafkasink.Writer]) pipeline.Stage[*kafkasink.Writer] {
+		return pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
+			if err := next.Process(ctx, b, w); err != nil {
+				return err
+			}
+			// w.Produce(...) an audit record in the same transaction
+			return nil
+		})
+	})
+	stage := pipeline.Chain(pipeline.StageFunc[*kafkasink.Writer](
+		func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error { return nil }),
+		audit, pipeline.Timeout(time.Second))
+	fmt.Println(stage.Process(context.Background(), &sinks.Batch{Topic: "orders"}, nil))
+	// Output: <nil>
 }
 
 func produceOrders(brokers []string, n int) {
@@ -102,4 +123,51 @@ func produceOrders(brokers []string, n int) {
 			log.Fatal(err)
 		}
 	}
+}
+
+// A batch job: process everything the input holds, then stop.
+func ExamplePipeline_RunUntilCaughtUp() {
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(2, "orders", "orders-upper"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	produceOrders(brokers, 50)
+
+	upper := pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
+		for _, r := range b.Records {
+			w.Produce(&kgo.Record{Topic: "orders-upper", Key: r.Key, Value: bytes.ToUpper(r.Value)})
+		}
+		return nil
+	})
+	p, err := pipeline.New(kafkasink.New(), upper, pipeline.Brokers(brokers...),
+		pipeline.Group("upper"), pipeline.Topics("orders"), pipeline.InstanceID("batch-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := p.RunUntilCaughtUp(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("committed", p.Stats().CommittedRecords)
+	// Output: committed 50
+}
+
+// A topic that does not exist stops Run at once with an error that names it.
+func ExampleMissingInputTopics() {
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	stage := pipeline.StageFunc[*kafkasink.Writer](func(context.Context, *sinks.Batch, *kafkasink.Writer) error { return nil })
+	p, err := pipeline.New(kafkasink.New(), stage, pipeline.Brokers(cluster.ListenAddrs()...),
+		pipeline.Group("g"), pipeline.Topics("ordres"), pipeline.InstanceID("w-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.Run(context.Background())
+	var me *sinks.MissingError
+	fmt.Println(errors.As(err, &me), me.Kind, me.Name, sinks.IsPermanent(err))
+	// Output: true input topic ordres true
 }

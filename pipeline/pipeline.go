@@ -109,7 +109,7 @@ func New[W any](sink sinks.Sink[W], stage Stage[W], opts ...Opt) (*Pipeline[W], 
 	log = log.With("group", cfg.group, "instance", cfg.instanceID)
 	pl := &Pipeline[W]{cfg: cfg, sink: sink, stage: stage, log: log}
 	if cc, ok := sink.(sinks.ConfigChecker); ok {
-		if err := cc.CheckConfig(pl.sessionConfig()); err != nil {
+		if err := cc.CheckConfig(pl.sessionConfig(nil)); err != nil {
 			return nil, err
 		}
 	}
@@ -149,14 +149,18 @@ func (p *Pipeline[W]) Stats() Stats {
 // aborted, so its batch is processed again by whichever instance owns the
 // partition next. It returns a [*StageError] when the Stage panicked or kept
 // failing, a fatal error (see [sinks.IsFatal]) when this instance was fenced by a
-// newer one or is not authorized, and the connection error when the first
-// session could not be opened within StartTimeout. Transient errors —
-// aborted transactions, rebalances, brokers that come and go, commits whose
-// outcome was unknown — are retried and logged, never returned.
+// newer one or is not authorized, a permanent error (see [sinks.IsPermanent])
+// at once when a topic or table it needs does not exist, and a [*StartError]
+// when the first session could not be opened within StartTimeout. Transient
+// errors — aborted transactions, rebalances, brokers that come and go,
+// commits whose outcome was unknown — are retried and logged at WARN, never
+// returned. Before it joins the group, Run checks that the brokers answer and
+// that the input topics exist (see [MissingInputTopics]; for sinks that
+// consume from Kafka, [sinks.KafkaConsumer] — both of exactly's).
 //
 // Run may be called again after it returns; it may not be called twice at
 // once.
-func (p *Pipeline[W]) Run(ctx context.Context) error {
+func (p *Pipeline[W]) Run(ctx context.Context) (runErr error) {
 	if !p.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
@@ -167,8 +171,8 @@ func (p *Pipeline[W]) Run(ctx context.Context) error {
 	return err
 }
 
-func (p *Pipeline[W]) run(ctx context.Context) error {
-
+func (p *Pipeline[W]) run(ctx context.Context) (runErr error) {
+	p.logStart()
 	// The preflight check refuses before anything joins the group, or,
 	// when it only warns, runs beside the start so a restart is not slowed.
 	if p.cfg.preflight == PreflightRefuse {
@@ -180,14 +184,19 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 		go func() { defer close(done); _ = p.preflight(ctx) }()
 		defer func() { <-done }()
 	}
-	sess, err := p.openFirst(ctx)
+	begun := time.Now()
+	sess, err := p.openFirst(ctx, &dialWatch{})
 	if err != nil {
 		if ctx.Err() != nil && !sinks.IsFatal(err) {
+			p.log.Info("pipeline stopped before it started: context done", "err", ctx.Err())
 			return nil
 		}
+		p.log.Error("pipeline could not start", "err", err, "took", time.Since(begun).Round(time.Millisecond))
 		return err
 	}
 	p.setState(StateRunning, nil)
+	p.log.Info("pipeline started: session open, joining the group", "took", time.Since(begun).Round(time.Millisecond))
+	defer func() { p.logStop(ctx, runErr) }()
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
 		defer cancel()
@@ -198,6 +207,7 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 
 	var (
 		failures int // consecutive failed attempts of the current batch
+		retries  int // consecutive transient failures, for the log
 		bo       = backoff.New(p.cfg.backoffMin, p.cfg.backoffMax)
 	)
 	for {
@@ -210,8 +220,12 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 			return nil // nothing begun: the polled records stay uncommitted
 		}
 		if err != nil {
+			if sinks.IsPermanent(err) {
+				return err
+			}
 			p.setState(StateRetrying, err)
-			p.log.Warn("polling failed; retrying", "err", err)
+			retries++
+			p.log.Warn("polling failed; retrying", "err", err, "attempt", retries)
 			if !bo.Wait(ctx) {
 				return nil
 			}
@@ -228,7 +242,7 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 		err = p.runTxn(ctx, sess, batches, start)
 		switch {
 		case err == nil:
-			failures = 0
+			failures, retries = 0, 0
 			bo.Reset()
 			continue
 		case sinks.IsFatal(err):
@@ -239,7 +253,13 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 				return se // a bug, or a Stage that ignored the shutdown: say so
 			}
 			return nil
+		case sinks.IsPermanent(err): // a missing topic or table: retrying cannot help
+			if se := (*StageError)(nil); errors.As(err, &se) {
+				se.Attempts = failures + 1
+			}
+			return err
 		}
+		retries++
 		var (
 			se *StageError
 			pe *sinks.ProduceError
@@ -263,7 +283,14 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 			}
 			p.log.Warn("the sink refused the batch's output; transaction aborted, retrying", "err", err, "attempt", failures)
 		default:
-			p.log.Info("transaction not committed; retrying from the committed offsets", "err", err)
+			// A rebalance is how a group works (an instance joined or
+			// left); anything else means something is wrong.
+			level := slog.LevelWarn
+			if reason := abortReason(ctx, err); reason == AbortRebalance {
+				level = slog.LevelInfo
+			}
+			p.log.Log(ctx, level, "transaction not committed; retrying from the committed offsets",
+				"reason", abortReason(ctx, err), "err", err, "attempt", retries)
 		}
 		if !bo.Wait(ctx) {
 			return nil
@@ -271,32 +298,15 @@ func (p *Pipeline[W]) run(ctx context.Context) error {
 	}
 }
 
-func (p *Pipeline[W]) openFirst(ctx context.Context) (sinks.Session[W], error) {
-	deadline := time.Now().Add(p.cfg.startTimeout)
-	bo := backoff.New(p.cfg.backoffMin, p.cfg.backoffMax)
-	for {
-		octx, cancel := context.WithDeadline(ctx, deadline)
-		sess, err := p.sink.Open(octx, p.sessionConfig())
-		cancel()
-		if err == nil {
-			return sess, nil
-		}
-		if sinks.IsFatal(err) || ctx.Err() != nil {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("pipeline: could not start within %v (brokers %v): %w", p.cfg.startTimeout, p.cfg.brokers, err)
-		}
-		p.log.Warn("opening the session failed; retrying", "err", err)
-		if !bo.Wait(ctx) {
-			return nil, ctx.Err()
-		}
+// sessionConfig is what the sink's Open gets; dw, when set, watches the
+// clients' dials for the StartError.
+func (p *Pipeline[W]) sessionConfig(dw *dialWatch) sinks.SessionConfig {
+	opts := p.cfg.connOpts()
+	if dw != nil {
+		opts = append(opts, kgo.WithHooks(dw))
 	}
-}
-
-func (p *Pipeline[W]) sessionConfig() sinks.SessionConfig {
 	return sinks.SessionConfig{
-		ClientOpts:   p.cfg.connOpts(),
+		ClientOpts:   opts,
 		ConsumerOpts: p.cfg.consumerOpts(),
 		Group:        p.cfg.group,
 		InstanceID:   p.cfg.instanceID,

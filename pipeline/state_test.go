@@ -64,8 +64,8 @@ func TestStateTransitions(t *testing.T) {
 	defer log.mu.Unlock()
 	require.Equal(t, []pipeline.State{
 		pipeline.StateStarting, pipeline.StateRunning,
-		pipeline.StateRetrying, // the Stage failed
-		pipeline.StateRunning,  // commit 1
+		pipeline.StateRetrying,                           // the Stage failed
+		pipeline.StateRunning,                            // commit 1
 		pipeline.StateRebalancing, pipeline.StateRunning, // commit 2 revoked, commit 3
 		pipeline.StateStopped,
 	}, log.states)

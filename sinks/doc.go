@@ -37,10 +37,14 @@
 // # Errors
 //
 // Every package of exactly returns the sentinels and types defined here, and
-// two functions classify any error:
+// three functions classify any error:
 //
 //   - [IsFatal]: the instance must stop — it was fenced by a successor
 //     ([ErrFenced] inside a [*FatalError]) or is not authorized.
+//   - [IsPermanent]: retrying cannot heal it, and it is no batch's fault — a
+//     topic or table the pipeline needs does not exist ([*MissingError],
+//     which matches [ErrPermanent]). The pipeline returns it at once, with
+//     the name of the thing and the fix.
 //   - [IsRetryable]: nothing committed and trying again can succeed — an
 //     abort ([ErrAborted]: a rebalance, a lost database connection, a zombie
 //     fenced off one partition) or a settled unknown outcome
@@ -50,4 +54,10 @@
 //
 // Configuration refused by a constructor is a [*ConfigError] naming the
 // option and the value.
+//
+// # Optional interfaces
+//
+// A sink that keeps the committed offsets itself (the Postgres sink)
+// implements [OffsetReader], which the pipeline finds by type assertion to
+// tell when a group has caught up with its input.
 package sinks

@@ -49,7 +49,59 @@ var (
 	// this instance is a zombie and must stop. It comes wrapped in a
 	// [*FatalError].
 	ErrFenced = errors.New("sinks: fenced by a newer instance")
+
+	// ErrPermanent marks a condition that retrying cannot heal and that is
+	// not the fault of one batch: a topic or table the pipeline needs does
+	// not exist, a table lacks a column. Nothing of the failed transaction
+	// committed. [IsRetryable] is false for it and Run returns it at once
+	// (see [IsPermanent]) instead of retrying until StartTimeout or
+	// forever. The error wrapping it names the resource and the fix; a
+	// [*MissingError] is the usual form.
+	ErrPermanent = errors.New("sinks: permanent error")
 )
+
+// MissingError is a topic or table the pipeline needs that does not exist:
+// an input topic, an output topic the Stage produced to, the offsets table.
+// It is permanent (errors.Is(err, [ErrPermanent]) is true): exactly never
+// creates topics or tables itself, so waiting does not help. Kind says what
+// is missing, Name names it, Fix says what to do, and Err is the cause as
+// the broker or database reported it (it may be nil).
+type MissingError struct {
+	Kind string // "input topic", "output topic", "offsets table"
+	Name string // the topic, or the quoted table name
+	Fix  string // what to do about it
+	Err  error  // the underlying cause, for errors.Is / errors.As
+}
+
+// Error names the missing resource and the fix.
+func (e *MissingError) Error() string {
+	msg := fmt.Sprintf("%s %s does not exist: %s", e.Kind, quoteName(e.Name), e.Fix)
+	if e.Err != nil {
+		msg += " (" + e.Err.Error() + ")"
+	}
+	return msg
+}
+
+// Unwrap returns Err.
+func (e *MissingError) Unwrap() error { return e.Err }
+
+// Is makes a MissingError match [ErrPermanent].
+func (e *MissingError) Is(target error) bool { return target == ErrPermanent }
+
+// quoteName quotes a topic name; a table name comes quoted already.
+func quoteName(s string) string {
+	if len(s) > 0 && s[0] == '"' {
+		return s
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// IsPermanent reports whether err is a condition that retrying cannot heal
+// (it wraps [ErrPermanent]): a missing topic or table. Run returns such
+// errors at once. A permanent error is neither retryable nor fatal: the
+// instance did nothing wrong and may be started again once the cause is
+// fixed.
+func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
 
 // FatalError is a failure after which the instance cannot go on: it was
 // fenced by a successor, or it is not authorized. Op says what it was doing
@@ -127,9 +179,10 @@ func (e *ConfigError) Error() string {
 // for refusals — a record Kafka refused, a partition whose output the
 // database refused — even when other partitions of the same transaction
 // aborted for retryable reasons: the same batch would fail the same way, so
-// the pipeline counts it against StageRetries.
+// the pipeline counts it against StageRetries. It is false for permanent
+// errors ([IsPermanent]) too.
 func IsRetryable(err error) bool {
-	if err == nil || IsFatal(err) || refused(err) {
+	if err == nil || IsFatal(err) || IsPermanent(err) || refused(err) {
 		return false
 	}
 	return retryable(err)
@@ -138,6 +191,8 @@ func IsRetryable(err error) bool {
 // retryable is the rule for one cause, without looking for refusals.
 func retryable(err error) bool {
 	switch {
+	case errors.Is(err, ErrPermanent):
+		return false
 	case errors.Is(err, ErrAborted), errors.Is(err, ErrOutcomeUnknown):
 		return true
 	case errors.Is(err, context.Canceled):

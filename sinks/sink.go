@@ -151,3 +151,29 @@ type Txn[W any] interface {
 type OutputCounter interface {
 	Outputs() int
 }
+
+// OffsetReader is an optional interface of a [Sink] that keeps the
+// committed offsets itself instead of in the consumer group's offsets in
+// Kafka (the Postgres sink keeps them in its offsets table). The pipeline
+// finds it by type assertion where it needs the committed offsets, as
+// pipeline.(*Pipeline).RunUntilCaughtUp does; a sink without it commits to the
+// group in Kafka.
+type OffsetReader interface {
+	// CommittedOffsets returns the next offset to consume of each
+	// partition of topics that group committed, by topic and partition.
+	// A partition with nothing committed is absent.
+	CommittedOffsets(ctx context.Context, group string, topics []string) (map[string]map[int32]int64, error)
+}
+
+// KafkaConsumer is an optional interface of a [Sink] whose sessions consume
+// the input from Kafka with the SessionConfig's ClientOpts — both sinks of
+// exactly. For such a sink the pipeline checks, before it opens the first
+// session, that the brokers answer and that the input topics exist, so that
+// unreachable brokers and missing topics end in an error that names them
+// instead of a consumer that retries in the background. A sink that reads
+// from elsewhere (a test double) does not implement it.
+type KafkaConsumer interface {
+	// ConsumesFromKafka reports whether the sink's sessions consume from
+	// Kafka.
+	ConsumesFromKafka() bool
+}

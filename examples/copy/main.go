@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -78,9 +77,8 @@ func run(ctx context.Context, brokerList string, records int, log *slog.Logger) 
 		return "", err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	if brokerList != "" {
-		if _, err := adm.CreateTopics(ctx, 3, -1, nil, "in", "out"); err != nil {
+		if _, err := kadm.NewClient(cl).CreateTopics(ctx, 3, -1, nil, "in", "out"); err != nil {
 			return "", err
 		}
 	}
@@ -97,28 +95,8 @@ func run(ctx context.Context, brokerList string, records int, log *slog.Logger) 
 	if err != nil {
 		return "", err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(rctx) }()
 	// Run until the group has committed everything written above.
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for caught := false; !caught; {
-		select {
-		case err := <-done:
-			cancel()
-			return "", fmt.Errorf("the pipeline stopped: %w", err)
-		case <-ctx.Done():
-			cancel()
-			<-done
-			return "", ctx.Err()
-		case <-tick.C:
-			lag, err := verify.GroupLag(ctx, adm, "in", "copy")
-			caught = err == nil && lag == 0 && p.Stats().CommittedRecords > 0
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := p.RunUntilCaughtUp(ctx); err != nil {
 		return "", err
 	}
 	rep, err := verify.Check(ctx, verify.Options{

@@ -33,11 +33,11 @@ func main() {
 	flag.IntVar(&cfg.instances, "instances", cfg.instances, "pipeline instances in the consumer group")
 	flag.Float64Var(&cfg.malformedPct, "malformed", cfg.malformedPct, "percent of input events that are malformed")
 	flag.StringVar(&cfg.sink, "sink", cfg.sink, "where effects and offsets commit: kafka or postgres")
-	flag.StringVar(&cfg.pgURL, "pg", cfg.pgURL, "Postgres URL for -sink postgres (default $EXACTLY_PG_URL or the database 'make pg-up' creates)")
+	flag.StringVar(&cfg.pgURL, "pg", cfg.pgURL, "Postgres URL for -sink postgres ($EXACTLY_PG_URL if set, else the database 'make pg-up' creates)")
 	flag.DurationVar(&cfg.timeout, "timeout", cfg.timeout, "give up if the run takes longer")
-	flag.IntVar(&cfg.batch, "batch", cfg.batch, "max records per transaction")
+	flag.IntVar(&cfg.batch, "batch", cfg.batch, "max records per transaction (pipeline.MaxRecords)")
 	flag.BoolVar(&cfg.verbose, "v", false, "log the pipeline's warnings and retries")
-	flag.BoolVar(&cfg.keep, "keep", false, "with -sink postgres: keep the run's tables instead of dropping them")
+	flag.BoolVar(&cfg.keep, "keep", false, "with -sink postgres: keep the run's tables and its group's rows in the offsets table instead of deleting them")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -82,7 +82,7 @@ func defaultConfig() config {
 		sink:         "kafka",
 		pgURL:        pg,
 		timeout:      5 * time.Minute,
-		batch:        10_000,
+		batch:        50_000, // the library's default MaxRecords
 		seed:         1,
 		log:          os.Stderr,
 	}
@@ -132,6 +132,7 @@ type result struct {
 	unknown, disorder int
 	wantDead          int // malformed events the generator produced
 	took              time.Duration
+	group             string // the run's consumer group
 }
 
 func (r result) ok() bool {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/internal/verify"
@@ -28,6 +27,7 @@ type postgresMode struct {
 	dead       pgx.Identifier
 	keep       bool
 	offsetsTbl string
+	group      string
 }
 
 func redact(raw string) string {
@@ -73,6 +73,7 @@ func newPostgresMode(ctx context.Context, cfg config, tp topics) (mode, error) {
 		dead:       pgx.Identifier{"etl_dead_letters_" + suffix},
 		keep:       cfg.keep,
 		offsetsTbl: sink.Table(),
+		group:      tp.group,
 	}
 	_, err = pool.Exec(ctx, `CREATE TABLE `+m.orders.Sanitize()+` (
 	id              bigserial PRIMARY KEY,
@@ -104,6 +105,8 @@ func (m *postgresMode) close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, _ = m.pool.Exec(ctx, `DROP TABLE IF EXISTS `+m.orders.Sanitize()+`, `+m.dead.Sanitize())
+		// The run's group is never used again: leave no rows behind.
+		_, _ = m.sink.DeleteOffsets(ctx, m.group)
 	}
 	m.pool.Close()
 }
@@ -117,7 +120,10 @@ func (m *postgresMode) stage() pipeline.Stage[*pgsink.Writer] {
 	return pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
 		orders := make([][]any, 0, len(b.Records))
 		var dead [][]any
-		for _, r := range b.Records {
+		for i, r := range b.Records {
+			if i%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err() // stopping: nothing of this batch commits anyway
+			}
 			e, v, err := transform(r)
 			if errors.Is(err, errInvalid) {
 				dead = append(dead, []any{r.Topic, r.Partition, r.Offset, err.Error(), r.Value})
@@ -144,26 +150,9 @@ func (m *postgresMode) stage() pipeline.Stage[*pgsink.Writer] {
 
 func (m *postgresMode) runPipelines(ctx context.Context, cfg config, brokers []string, tp topics, w io.Writer) error {
 	fmt.Fprintf(w, "Postgres sink: rows into %s and %s, offsets in %s\n", m.orders.Sanitize(), m.dead.Sanitize(), m.offsetsTbl)
-	return runInstances(ctx, cfg, w, func(i int) (runner, error) {
-		return pipeline.New(m.sink, m.stage(), pipelineOpts(cfg, brokers, tp, i)...)
-	}, brokers, func(ctx context.Context, adm *kadm.Client) (int64, error) {
-		return m.lag(ctx, adm, tp)
+	return runInstances(ctx, cfg, w, func(i int, hooks pipeline.Hook) (runner, error) {
+		return pipeline.New(m.sink, m.stage(), append(pipelineOpts(cfg, brokers, tp, i), pipeline.Hooks(hooks))...)
 	})
-}
-
-// lag is how many input records have no committed offset in Postgres yet;
-// the database, not Kafka, holds the truth in this mode.
-func (m *postgresMode) lag(ctx context.Context, adm *kadm.Client, tp topics) (int64, error) {
-	ends, err := adm.ListEndOffsets(ctx, tp.in)
-	if err != nil {
-		return 0, err
-	}
-	var end int64
-	ends.Each(func(lo kadm.ListedOffset) { end += lo.Offset })
-	var done int64
-	err = m.pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+m.offsetsTbl+` WHERE consumer_group = $1 AND topic = $2`,
-		tp.group, tp.in).Scan(&done)
-	return end - done, err
 }
 
 func (m *postgresMode) verify(ctx context.Context, conn []kgo.Opt, tp topics) (result, error) {

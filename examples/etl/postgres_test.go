@@ -48,6 +48,17 @@ func TestRunEmbeddedPostgres(t *testing.T) {
 	require.True(t, res.ok(), "%s\n%s", res.line(), out.String())
 	require.Equal(t, 5000, res.in)
 	require.Positive(t, res.dead)
+	require.Contains(t, out.String(), "Postgres sink: rows into")
+
+	// Without -keep the run leaves no rows of its group in the offsets
+	// table.
+	conn, err := pgx.Connect(context.Background(), cfg.pgURL)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var rows int
+	require.NoError(t, conn.QueryRow(context.Background(),
+		`SELECT count(*) FROM public.exactly_offsets WHERE consumer_group = $1`, res.group).Scan(&rows))
+	require.Zero(t, rows, "the run's offsets rows were left behind")
 }
 
 func TestPostgresUnreachable(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -36,7 +37,7 @@ func run(ctx context.Context, cfg config, w io.Writer) (result, error) {
 	if err := cfg.validate(); err != nil {
 		return result{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.timeout, errTimeout)
 	defer cancel()
 
 	brokers := cfg.brokerList()
@@ -91,7 +92,19 @@ func run(ctx context.Context, cfg config, w io.Writer) (result, error) {
 	}
 	res.wantDead = wantDead
 	res.took = took
+	res.group = tp.group
 	return res, nil
+}
+
+// errTimeout is the cause of the run's context when -timeout passed.
+var errTimeout = errors.New("-timeout passed")
+
+// stopped says why ctx ended: -timeout, or an interrupt (ctrl-C, SIGTERM).
+func stopped(ctx context.Context, cfg config, doing string) error {
+	if errors.Is(context.Cause(ctx), errTimeout) {
+		return fmt.Errorf("%s did not finish within -timeout %v", doing, cfg.timeout)
+	}
+	return fmt.Errorf("interrupted while %s (%w)", doing, context.Cause(ctx))
 }
 
 // mode is where the pipeline commits: Kafka or Postgres.
@@ -130,6 +143,9 @@ func produceInput(ctx context.Context, conn []kgo.Opt, topic string, cfg config)
 		firstErr error
 	)
 	for i := range cfg.records {
+		if ctx.Err() != nil {
+			return 0, stopped(ctx, cfg, "producing the input")
+		}
 		k, v, bad := g.next(i)
 		if bad {
 			malformed++
@@ -145,6 +161,9 @@ func produceInput(ctx context.Context, conn []kgo.Opt, topic string, cfg config)
 		})
 	}
 	if err := cl.Flush(ctx); err != nil {
+		if ctx.Err() != nil {
+			return 0, stopped(ctx, cfg, "producing the input")
+		}
 		return 0, fmt.Errorf("producing input: %w", err)
 	}
 	if firstErr != nil {
@@ -172,7 +191,10 @@ func (kafkaMode) close() {}
 
 func kafkaStage(tp topics) pipeline.Stage[*kafkasink.Writer] {
 	return pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
-		for _, r := range b.Records {
+		for i, r := range b.Records {
+			if i%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err() // stopping: nothing of this batch commits anyway
+			}
 			e, v, err := transform(r)
 			if errors.Is(err, errInvalid) {
 				w.DeadLetter(tp.dead, r, err)
@@ -188,10 +210,8 @@ func kafkaStage(tp topics) pipeline.Stage[*kafkasink.Writer] {
 }
 
 func (kafkaMode) runPipelines(ctx context.Context, cfg config, brokers []string, tp topics, w io.Writer) error {
-	return runInstances(ctx, cfg, w, func(i int) (runner, error) {
-		return pipeline.New(kafkasink.New(), kafkaStage(tp), pipelineOpts(cfg, brokers, tp, i)...)
-	}, brokers, func(ctx context.Context, adm *kadm.Client) (int64, error) {
-		return verify.GroupLag(ctx, adm, tp.in, tp.group)
+	return runInstances(ctx, cfg, w, func(i int, hooks pipeline.Hook) (runner, error) {
+		return pipeline.New(kafkasink.New(), kafkaStage(tp), append(pipelineOpts(cfg, brokers, tp, i), pipeline.Hooks(hooks))...)
 	})
 }
 
@@ -207,84 +227,127 @@ func pipelineOpts(cfg config, brokers []string, tp topics, i int) []pipeline.Opt
 }
 
 type runner interface {
-	Run(context.Context) error
+	RunUntilCaughtUp(context.Context) error
 	Stats() pipeline.Stats
 }
 
-// runInstances runs cfg.instances pipelines until lag reports 0, showing
-// progress, then stops them and waits for them. lag gets one admin client
-// for the whole run.
-func runInstances(ctx context.Context, cfg config, w io.Writer, mk func(i int) (runner, error),
-	brokers []string, lag func(context.Context, *kadm.Client) (int64, error)) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+// aborts counts the transactions that did not commit, by reason, with the
+// first error of each reason: a fault-free run aborts one or two (an
+// instance joining the group revokes partitions mid-transaction), and the
+// summary says so instead of leaving the number unexplained.
+type aborts struct {
+	mu    sync.Mutex
+	n     map[pipeline.AbortReason]int
+	first map[pipeline.AbortReason]error
+}
 
+// OnBatchAborted implements pipeline.HookBatchAborted.
+func (a *aborts) OnBatchAborted(ai pipeline.AbortInfo) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n, a.first = map[pipeline.AbortReason]int{}, map[pipeline.AbortReason]error{}
+	}
+	a.n[ai.Reason]++
+	if a.first[ai.Reason] == nil && ai.Err != nil {
+		a.first[ai.Reason] = ai.Err
+	}
+}
+
+// why explains the common reasons in words.
+var why = map[pipeline.AbortReason]string{
+	pipeline.AbortRebalance: "partitions moved while the transaction was open: an instance joined or left the group; its batches were redone by their new owner",
+	pipeline.AbortShutdown:  "the run stopped with a transaction open; nothing of it was committed",
+}
+
+// summary is one line per reason, sorted.
+func (a *aborts) summary() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var lines []string
+	for reason, n := range a.n {
+		line := fmt.Sprintf("  %d × %s", n, reason)
+		if w, ok := why[reason]; ok {
+			line += ": " + w
+		} else if err := a.first[reason]; err != nil {
+			line += ": " + err.Error()
+		}
+		lines = append(lines, line)
+	}
+	slices.Sort(lines)
+	return lines
+}
+
+// runInstances runs cfg.instances pipelines until the group has caught up
+// with the input, showing progress, then waits for all of them and prints
+// the aborted transactions with their reasons.
+func runInstances(ctx context.Context, cfg config, w io.Writer, mk func(i int, hooks pipeline.Hook) (runner, error)) error {
+	var ab aborts
 	runners := make([]runner, cfg.instances)
 	for i := range runners {
-		r, err := mk(i)
+		r, err := mk(i, &ab)
 		if err != nil {
 			return err
 		}
 		runners[i] = r
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	// One instance failing stops the others.
+	runCtx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
 	errs := make(chan error, len(runners))
 	for _, r := range runners {
-		go func() { errs <- r.Run(runCtx) }()
+		go func() { errs <- r.RunUntilCaughtUp(runCtx) }()
 	}
-	finish := func() error {
-		stop()
-		var first error
-		for range runners {
-			if err := <-errs; err != nil && first == nil {
-				first = err
-			}
+	stats := func() pipeline.Stats {
+		var st pipeline.Stats
+		for _, r := range runners {
+			s := r.Stats()
+			st.CommittedRecords += s.CommittedRecords
+			st.CommittedTxns += s.CommittedTxns
+			st.AbortedTxns += s.AbortedTxns
 		}
-		return first
+		return st
 	}
+	defer func() {
+		st := stats()
+		if st.AbortedTxns == 0 {
+			return
+		}
+		fmt.Fprintf(w, "%d of %d transactions aborted (nothing of them committed; their records were processed again):\n",
+			st.AbortedTxns, st.AbortedTxns+st.CommittedTxns)
+		for _, l := range ab.summary() {
+			fmt.Fprintln(w, l)
+		}
+	}()
 
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	check := time.NewTicker(100 * time.Millisecond)
-	defer check.Stop()
 	total := int64(cfg.records)
-	for {
+	var first error
+	for pending := len(runners); pending > 0; {
 		select {
-		case <-ctx.Done():
-			err := finish()
-			return errors.Join(fmt.Errorf("run did not finish within -timeout %v: %w", cfg.timeout, ctx.Err()), err)
 		case err := <-errs:
-			// An instance stopped on its own: that is fatal for the run.
-			errs <- err
-			ferr := finish()
-			if err == nil {
-				err = ferr
+			pending--
+			if err != nil && first == nil {
+				first = err
+				stopAll()
 			}
-			return fmt.Errorf("a pipeline instance stopped: %w", err)
 		case <-tick.C:
-			var st pipeline.Stats
-			for _, r := range runners {
-				s := r.Stats()
-				st.CommittedRecords += s.CommittedRecords
-				st.CommittedTxns += s.CommittedTxns
-				st.AbortedTxns += s.AbortedTxns
-			}
+			st := stats()
 			el := time.Since(start).Seconds()
 			fmt.Fprintf(w, "progress: %d/%d events committed (%.0f%%), %.0f events/s, %d transactions, %d aborted\n",
 				st.CommittedRecords, total, 100*float64(st.CommittedRecords)/float64(total),
 				float64(st.CommittedRecords)/el, st.CommittedTxns, st.AbortedTxns)
-		case <-check.C:
-			l, err := lag(ctx, adm)
-			if err == nil && l == 0 {
-				return finish()
-			}
 		}
 	}
+	switch {
+	case first == nil:
+		return nil
+	case ctx.Err() != nil:
+		return stopped(ctx, cfg, "processing")
+	}
+	return fmt.Errorf("a pipeline instance stopped: %w", first)
 }
 
 func (kafkaMode) verify(ctx context.Context, conn []kgo.Opt, tp topics) (result, error) {

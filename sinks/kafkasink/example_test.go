@@ -2,14 +2,15 @@ package kafkasink_test
 
 import (
 	"context"
-	"github.com/exactlyonce/exactly/pipeline"
-	"github.com/exactlyonce/exactly/sinks"
-	"github.com/exactlyonce/exactly/sinks/kafkasink"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"log"
 	"os"
 	"os/signal"
 	"strings"
+
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // A Kafka-mode pipeline: each batch's output records and the consumer

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,11 +40,31 @@ func New() *Sink { return &Sink{} }
 // a prefixed ACL on "<group>:" covers every instance of the group.
 func TransactionalID(group, instanceID string) string { return group + ":" + instanceID }
 
-// Open implements [sinks.Sink].
+// Open implements [sinks.Sink]. It logs partitions assigned, revoked and
+// lost at INFO; for that it sets kgo.OnPartitionsAssigned,
+// kgo.OnPartitionsRevoked and kgo.OnPartitionsLost itself, replacing any
+// given in the options.
 func (k *Sink) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session[*Writer], error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("sink", "kafka")
+	logParts := func(what string) func(context.Context, *kgo.Client, map[string][]int32) {
+		return func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			if len(m) > 0 {
+				log.Info("partitions "+what, "partitions", m)
+			}
+		}
+	}
+	consumerOpts := append(slices.Clip(cfg.ConsumerOpts),
+		kgo.OnPartitionsAssigned(logParts("assigned")),
+		kgo.OnPartitionsRevoked(logParts("revoked")),
+		kgo.OnPartitionsLost(logParts("lost")),
+	)
 	s, err := txn.Open(ctx, txn.Config{
 		ClientOpts:      cfg.ClientOpts,
-		ConsumerOpts:    cfg.ConsumerOpts,
+		ConsumerOpts:    consumerOpts,
 		TransactionalID: TransactionalID(cfg.Group, cfg.InstanceID),
 		LeaveOnClose:    cfg.StaticMember,
 		Logger:          cfg.Logger,
@@ -105,6 +127,7 @@ type kafkaTxn struct {
 func (t *kafkaTxn) Writer(b *sinks.Batch) *Writer { return &Writer{t: t, b: b} }
 
 func (t *kafkaTxn) fail(topic string, err error) {
+	err = classifyProduce(topic, err)
 	t.errMu.Lock()
 	if t.err == nil {
 		t.err = &sinks.ProduceError{Topic: topic, Err: err}
@@ -205,9 +228,11 @@ func (w *Writer) Batch() *sinks.Batch { return w.b }
 
 // Produce produces r in the transaction, without waiting. A record Kafka
 // refuses aborts the whole transaction at commit, so nothing is lost or
-// half-written. The record's Topic must be set. A record produced after the
-// transaction ended (by a Stage call that ignored its context and outlived
-// it) is discarded with the transaction.
+// half-written. The record's Topic must be set, and the topic must exist: a
+// record to a topic that does not exist stops Run with an error wrapping a
+// [*sinks.MissingError] that names it (exactly never creates topics). A
+// record produced after the transaction ended (by a Stage call that ignored
+// its context and outlived it) is discarded with the transaction.
 func (w *Writer) Produce(r *kgo.Record) {
 	if r.Topic == "" {
 		w.t.fail("", errors.New("record has no topic"))
@@ -230,6 +255,20 @@ func (w *Writer) Produce(r *kgo.Record) {
 // Outputs implements sinks.OutputCounter: the records produced in the
 // transaction.
 func (t *kafkaTxn) Outputs() int { return int(t.outputs.Load()) }
+
+// classifyProduce makes a produce to a topic that does not exist permanent.
+// kgo fails such records with UNKNOWN_TOPIC_OR_PARTITION only after the topic
+// was missing from several metadata answers (kgo.UnknownTopicRetries, default
+// 4), so a topic that was just created and has not propagated yet is not
+// mistaken for a missing one; past that, retrying the batch only repeats the
+// failure.
+func classifyProduce(topic string, err error) error {
+	if errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID) {
+		return &sinks.MissingError{Kind: "output topic", Name: topic, Err: err,
+			Fix: "create it (exactly never creates topics), or fix the Topic of the records the Stage produces"}
+	}
+	return err
+}
 
 // pending counts records whose promise has not run yet. Unlike a
 // sync.WaitGroup it can be waited on with a context without a goroutine that
@@ -281,3 +320,7 @@ func (p *pending) wait(ctx context.Context) error {
 func (w *Writer) DeadLetter(topic string, src *kgo.Record, reason error) {
 	w.Produce(DeadLetterRecord(topic, src, reason))
 }
+
+// ConsumesFromKafka implements [sinks.KafkaConsumer]: the pipeline checks
+// the brokers and the input topics before the first session opens.
+func (k *Sink) ConsumesFromKafka() bool { return true }

@@ -2,6 +2,7 @@ package pgsink
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -25,7 +26,15 @@ type pgMirror struct {
 	wake    chan struct{}
 	quit    chan struct{}
 	done    chan struct{}
+	// failures counts mirror commits in a row that failed; used only by
+	// flush, which never runs concurrently with itself.
+	failures int
 }
+
+// mirrorWarnAfter is how many mirror commits in a row may fail before the
+// failure is logged at WARN: one failure is usually a rebalance, many mean
+// Kafka's view of the group (lag dashboards) is going stale.
+const mirrorWarnAfter = 3
 
 // newPgMirror returns the session's mirror; start it with go m.run().
 func newPgMirror(s *pgSession) *pgMirror {
@@ -112,7 +121,18 @@ func (m *pgMirror) flush(ctx context.Context) {
 		if err != nil {
 			// Try again with the next commit, or at stop.
 			m.merge(offs)
-			s.log.Debug("mirroring offsets to kafka failed (informational; postgres holds the offsets)", "err", err)
+			m.failures++
+			level := slog.LevelDebug
+			if m.failures%100 == mirrorWarnAfter {
+				level = slog.LevelWarn
+			}
+			s.log.Log(ctx, level, "mirroring offsets to kafka failed; Kafka's view of the group's progress (lag dashboards) is stale, postgres holds the offsets",
+				"err", err, "attempt", m.failures)
+			return
 		}
+		if m.failures >= mirrorWarnAfter {
+			s.log.Info("mirroring offsets to kafka works again", "after_failures", m.failures)
+		}
+		m.failures = 0
 	})
 }

@@ -153,7 +153,7 @@ func IdleInTransactionTimeout(d time.Duration) Opt {
 // stopped.
 func New(pool *pgxpool.Pool, opts ...Opt) (*Sink, error) {
 	if pool == nil {
-		return nil, &sinks.ConfigError{Option: "pgsink.pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+		return nil, &sinks.ConfigError{Option: "pgsink.pool", Value: nil, Reason: "pool is nil: pgxpool.New failed? check its error"}
 	}
 	cfg := pgDefaults()
 	for _, o := range opts {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 
 	"github.com/exactlyonce/exactly/sinks"
@@ -126,7 +127,7 @@ func (s *pgSession) adjust(ctx context.Context, offsets map[string]map[int32]kgo
 		}
 	}
 	s.ledger.assign(offsets, stored, s.p.cfg.start)
-	s.log.Debug("partitions assigned; positions loaded from postgres", "partitions", len(topics), "stored", len(stored))
+	s.log.Info("partitions assigned; positions loaded from postgres", "partitions", partsByTopic(topics, parts), "stored", len(stored))
 	if s.mirror != nil && len(stored) > 0 {
 		// The previous owner may have had no time to mirror its last
 		// commits; mirror what the table says now, so Kafka's view
@@ -143,8 +144,20 @@ func (s *pgSession) adjust(ctx context.Context, offsets map[string]map[int32]kgo
 // disown is the revoke and lost callback.
 func (s *pgSession) disown(m map[string][]int32, why string) {
 	if n := s.ledger.disown(m); n > 0 {
-		s.log.Debug("partitions "+why, "partitions", n)
+		s.log.Info("partitions "+why, "partitions", m)
 	}
+}
+
+// partsByTopic groups partitions by topic, for the log.
+func partsByTopic(topics []string, parts []int32) map[string][]int32 {
+	m := make(map[string][]int32)
+	for i, t := range topics {
+		m[t] = append(m[t], parts[i])
+	}
+	for _, ps := range m {
+		slices.Sort(ps)
+	}
+	return m
 }
 
 var errSessionClosed = errors.New("pgsink: session is closed")
@@ -254,3 +267,8 @@ func (s *pgSession) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// ConsumesFromKafka implements [sinks.KafkaConsumer]: the pipeline checks
+// the brokers and the input topics before the first session opens (the
+// Postgres sink's Open itself never contacts Kafka).
+func (p *Sink) ConsumesFromKafka() bool { return true }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/exactlyonce/exactly/sinks"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -99,10 +100,59 @@ func (p *Sink) checkTable(ctx context.Context) error {
 	if errors.As(err, &pe) {
 		switch pe.Code {
 		case "42P01", "3F000": // undefined_table, invalid_schema_name
-			return fmt.Errorf("pgsink: the offsets table %s does not exist: run (*pgsink.Sink).Migrate or create it with the DDL in the package documentation: %w", p.Table(), err)
+			return fmt.Errorf("pgsink: %w", &sinks.MissingError{Kind: "offsets table", Name: p.Table(), Err: err,
+				Fix: "run (*pgsink.Sink).Migrate once before the pipeline starts, or create it with the statement of (*pgsink.Sink).DDL"})
+		case "28P01", "28000": // invalid_password, invalid_authorization_specification
+			return fmt.Errorf("pgsink: postgres refused the login (%s): check the user and password of the pool's connection string (%w: %w)", pe.Code, sinks.ErrPermanent, err)
+		case "3D000": // invalid_catalog_name
+			return fmt.Errorf("pgsink: the database of the pool's connection string does not exist: create it or fix the URL (%w: %w)", sinks.ErrPermanent, err)
+		case "42501": // insufficient_privilege
+			return fmt.Errorf("pgsink: the pool's user may not read the offsets table %s: GRANT SELECT, INSERT, UPDATE on it (%w: %w)", p.Table(), sinks.ErrPermanent, err)
 		case "42703": // undefined_column
-			return fmt.Errorf("pgsink: the offsets table %s lacks a column the sink needs (see the DDL in the package documentation): %w", p.Table(), err)
+			return fmt.Errorf("pgsink: the offsets table %s lacks a column the sink needs; compare it with (*pgsink.Sink).DDL (%w: %w)", p.Table(), sinks.ErrPermanent, err)
 		}
 	}
 	return fmt.Errorf("pgsink: checking the offsets table %s: %w", p.Table(), err)
+}
+
+// CommittedOffsets implements [sinks.OffsetReader]: the next offsets the
+// offsets table holds for group's partitions of topics.
+func (p *Sink) CommittedOffsets(ctx context.Context, group string, topics []string) (map[string]map[int32]int64, error) {
+	rows, err := p.pool.Query(ctx, `SELECT topic, partition, next_offset FROM `+p.Table()+
+		` WHERE consumer_group = $1 AND topic = ANY($2::text[])`, group, topics)
+	if err != nil {
+		return nil, fmt.Errorf("pgsink: reading the committed offsets of group %q from %s: %w", group, p.Table(), err)
+	}
+	defer rows.Close()
+	out := make(map[string]map[int32]int64)
+	for rows.Next() {
+		var (
+			topic string
+			part  int32
+			next  int64
+		)
+		if err := rows.Scan(&topic, &part, &next); err != nil {
+			return nil, fmt.Errorf("pgsink: reading the committed offsets of group %q from %s: %w", group, p.Table(), err)
+		}
+		if out[topic] == nil {
+			out[topic] = make(map[int32]int64)
+		}
+		out[topic][part] = next
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgsink: reading the committed offsets of group %q from %s: %w", group, p.Table(), err)
+	}
+	return out, nil
+}
+
+// DeleteOffsets deletes the rows of group from the offsets table, so the
+// group starts again from StartOffset the next time it runs. Run it only
+// while no instance of the group runs (a batch job that is done, a test);
+// it returns how many rows it deleted.
+func (p *Sink) DeleteOffsets(ctx context.Context, group string) (int64, error) {
+	tag, err := p.pool.Exec(ctx, `DELETE FROM `+p.Table()+` WHERE consumer_group = $1`, group)
+	if err != nil {
+		return 0, fmt.Errorf("pgsink: deleting the offsets of group %q from %s: %w", group, p.Table(), err)
+	}
+	return tag.RowsAffected(), nil
 }

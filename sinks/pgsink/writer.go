@@ -2,6 +2,8 @@ package pgsink
 
 import (
 	"context"
+	"errors"
+	"regexp"
 
 	"github.com/exactlyonce/exactly/sinks"
 	"github.com/jackc/pgx/v5"
@@ -34,22 +36,65 @@ func (w *Writer) Batch() *sinks.Batch { return w.b }
 // then return that error.
 func (w *Writer) Tx() pgx.Tx { return w.tx }
 
-// Exec runs sql with args in the batch's transaction.
+// Exec runs sql with args in the batch's transaction. An error that a
+// table does not exist (42P01, 3F000) comes wrapped in a [*sinks.MissingError]
+// naming it: permanent, so Run stops at the first batch instead of retrying
+// it StageRetries times.
 func (w *Writer) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if w.err != nil {
 		return pgconn.CommandTag{}, w.err
 	}
-	return w.tx.Exec(ctx, sql, args...)
+	tag, err := w.tx.Exec(ctx, sql, args...)
+	return tag, missing(err)
 }
 
 // CopyFrom bulk-loads rows into table with the COPY protocol, in the
 // batch's transaction: the fastest way to write thousands of rows (see
-// [pgx.CopyFromRows] and [pgx.CopyFromSlice]).
+// [pgx.CopyFromRows] and [pgx.CopyFromSlice]). A missing table is a
+// [*sinks.MissingError], as for Exec.
 func (w *Writer) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	return w.tx.CopyFrom(ctx, table, columns, rows)
+	n, err := w.tx.CopyFrom(ctx, table, columns, rows)
+	if err != nil && table != nil {
+		return n, missingTable(err, table.Sanitize())
+	}
+	return n, err
+}
+
+// missing makes "relation does not exist" from the Stage's SQL permanent
+// (a *sinks.MissingError): the same batch fails the same way until someone
+// creates the table, so Run returns at once instead of after StageRetries.
+func missing(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") {
+		return missingTable(err, "")
+	}
+	return err
+}
+
+// relationRE finds the name in Postgres' `relation "x" does not exist`.
+var relationRE = regexp.MustCompile(`relation "([^"]+)"`)
+
+// missingTable is missing for a table whose name is known.
+func missingTable(err error, name string) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || (pe.Code != "42P01" && pe.Code != "3F000") {
+		return err
+	}
+	if name == "" {
+		name = pe.TableName
+		if m := relationRE.FindStringSubmatch(pe.Message); name == "" && m != nil {
+			name = m[1]
+		}
+		if name == "" {
+			return err
+		}
+		name = `"` + name + `"`
+	}
+	return &sinks.MissingError{Kind: "table", Name: name, Err: err,
+		Fix: "create it before the pipeline starts (the sink creates only its offsets table)"}
 }
 
 // SendBatch sends the queued queries of b in one round trip, in the
