@@ -57,6 +57,7 @@ func run(ctx context.Context, cfg config, w io.Writer) (result, error) {
 	if err := createTopics(ctx, conn, cfg.partitions, tp.in, tp.out, tp.dead); err != nil {
 		return result{}, err
 	}
+	checkDurability(ctx, conn, tp, w)
 
 	start := time.Now()
 	wantDead, err := produceInput(ctx, conn, tp.in, cfg)
@@ -223,6 +224,8 @@ func pipelineOpts(cfg config, brokers []string, tp topics, i int) []pipeline.Opt
 		pipeline.InstanceID(fmt.Sprintf("worker-%d", i)),
 		pipeline.MaxRecords(cfg.batch),
 		pipeline.Logger(cfg.logger().With("worker", i)),
+		pipeline.Outputs(tp.out, tp.dead),
+		pipeline.Preflight(pipeline.PreflightOff), // run once for all instances: checkDurability
 	}
 }
 
