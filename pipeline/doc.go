@@ -70,6 +70,34 @@
 // topics, instance), partitions assigned and revoked, stop with the reason —
 // and every retry at WARN with its cause and attempt.
 //
+// A transaction that outlives TransactionTimeout (a GC pause, a slow commit)
+// is aborted by the broker, which then answers as it answers a zombie
+// (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH). Run treats that as an aborted
+// transaction (AbortTimeout) and re-creates the session; only evidence of a
+// successor — another producer initializing the transactional id before the
+// timeout could have expired, or another group member holding the instance
+// id — is fatal. A Stage that ignores its context is reported at once when
+// it passes its budget; after a grace period its transaction aborts
+// (ErrStageStuck). Records lost from an input partition stop Run with a
+// *DataLossError unless DataLoss(DataLossContinue) says otherwise.
+//
+// # Records that fail
+//
+// PerRecord wraps record-at-a-time logic (a RecordStage) with a
+// RecordPolicy: retry a failing record, then dead-letter it inside the
+// batch's transaction (kafkasink.DeadLetterTo, pgsink.DeadLetterTable), or
+// stop (the zero policy). Each attempt is all-or-nothing through the writer's
+// Atomic method.
+//
+// # Observing
+//
+// Hooks (HookBatchCommitted, HookBatchAborted with its AbortReason,
+// HookPolled, HookStateChanged) are the seam for metrics and tracing
+// adapters; State reports starting, running, rebalancing, retrying (with its
+// cause) or stopped (with Run's error) for health probes; Stats counts
+// commits and aborts by reason. At start Run checks the cluster's loss risks
+// with package pipeline/doctor (Preflight: warn by default, or refuse).
+//
 // # Batch jobs
 //
 // RunUntilCaughtUp runs until the group has committed everything that was in
