@@ -250,7 +250,7 @@ func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout ti
 			return nil, fmt.Errorf("verify: reading %q to its end timed out after %v (%s): an open transaction may pin the last stable offset", topic, timeout, strings.Join(stuck, ", "))
 		}
 		for _, fe := range fs.Errors() {
-			if !errors.Is(fe.Err, context.DeadlineExceeded) {
+			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
 				return nil, fmt.Errorf("verify: reading %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)
 			}
 		}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -311,78 +311,8 @@ func keyedRecords(recs []*kgo.Record, by By) ([]Keyed, []string) {
 // to the end offsets as they are when it starts, with a read_committed
 // consumer, in order per partition. If an open transaction keeps a
 // partition's last stable offset below its end, it fails after timeout and
-// names the partition.
+// names the partition. It is the reader of the framework's own verifier
+// (internal/verify), so `exactly verify` and the tests read alike.
 func ReadCommitted(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout time.Duration) ([]*kgo.Record, error) {
-	adm, err := kgo.NewClient(clientOpts...)
-	if err != nil {
-		return nil, err
-	}
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	ends, err := kadm.NewClient(adm).ListEndOffsets(lctx, topic)
-	cancel()
-	adm.Close()
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("doctor: listing end offsets of %q: %w", topic, err)
-	}
-	want := map[int32]int64{}
-	parts := map[int32]kgo.Offset{}
-	ends.Each(func(lo kadm.ListedOffset) {
-		if lo.Offset > 0 {
-			want[lo.Partition] = lo.Offset
-			parts[lo.Partition] = kgo.NewOffset().AtStart()
-		}
-	})
-	if len(want) == 0 {
-		return nil, nil
-	}
-	endOf := make(map[int32]int64, len(want))
-	for p, e := range want {
-		endOf[p] = e
-	}
-	opts := append(append([]kgo.Opt(nil), clientOpts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	ctx, cancel = context.WithTimeout(ctx, timeout)
-	defer cancel()
-	next := map[int32]int64{}
-	var out []*kgo.Record
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			var stuck []string
-			for p, end := range want {
-				stuck = append(stuck, fmt.Sprintf("partition %d at %d of %d", p, next[p], end))
-			}
-			sort.Strings(stuck)
-			return nil, fmt.Errorf("doctor: reading %q to its end stopped after %v (%s): %w; an open transaction may pin the last stable offset (see exactly lag)", topic, timeout, strings.Join(stuck, ", "), ctx.Err())
-		}
-		for _, fe := range fs.Errors() {
-			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
-				return nil, fmt.Errorf("doctor: reading %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)
-			}
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= endOf[r.Partition] {
-				return // written after the read began
-			}
-			next[r.Partition] = r.Offset + 1
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-		})
-	}
-	return out, nil
+	return verify.ReadAll(ctx, clientOpts, topic, timeout)
 }
