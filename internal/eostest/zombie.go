@@ -31,14 +31,21 @@ import (
 //     after B committed the same records — the zombie write that epoch and
 //     generation fencing exist for. The test also replays it itself to read
 //     the broker's verdict, which must be an error.
+//
 //   - StalledStage: A's Stage blocks after writing its batch and A's
 //     network freezes; both are released after B committed.
+//
+//   - GenerationOnly: A's transaction timeout is longer than its session
+//     timeout, so the broker cannot time its transaction out first; A
+//     freezes at its TxnOffsetCommit and only the group generation
+//     (KIP-447) fences it (see zombieGenerationOnly).
 //
 // Blocking only the Stage would not make a zombie: franz-go heartbeats from
 // its own goroutine, so the group would never expire A.
 func Zombie(t *testing.T, env Env) {
 	t.Run("FrozenAtEndTxn", func(t *testing.T) { zombieFrozenAtEndTxn(t, env) })
 	t.Run("StalledStage", func(t *testing.T) { zombieStalledStage(t, env) })
+	t.Run("GenerationOnly", func(t *testing.T) { zombieGenerationOnly(t, env) })
 }
 
 type span struct{ first, last int64 }
