@@ -164,29 +164,44 @@ func Opts(env eostest.Env, input, group, id string, maxRecords int, extra ...pip
 type Instance struct {
 	P      *pipeline.Pipeline[*pgsink.Writer]
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{}
+	err    error
 }
 
 // Start builds a Postgres-mode pipeline on pool that copies the input into
 // the rows table, and runs it until Stop or the end of the test.
 func (r *Rig) Start(id string, pool *pgxpool.Pool, maxRecords int, extra ...pipeline.Opt) *Instance {
 	r.t.Helper()
-	p, err := pipeline.New(r.Sink(r.t, pool), CopyStage(r.Schema), r.Opts(id, maxRecords, extra...)...)
+	return r.StartStage(id, pool, maxRecords, CopyStage(r.Schema), extra...)
+}
+
+// StartStage is Start with a Stage of the test's own.
+func (r *Rig) StartStage(id string, pool *pgxpool.Pool, maxRecords int, stage pipeline.Stage[*pgsink.Writer], extra ...pipeline.Opt) *Instance {
+	r.t.Helper()
+	p, err := pipeline.New(r.Sink(r.t, pool), stage, r.Opts(id, maxRecords, extra...)...)
 	require.NoError(r.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{P: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { in.done <- p.Run(ctx) }()
+	in := &Instance{P: p, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(in.done)
+		in.err = p.Run(ctx)
+	}()
 	r.t.Cleanup(func() { _ = r.Stop(in) })
 	return in
 }
+
+// Done is closed when Run returned.
+func (in *Instance) Done() <-chan struct{} { return in.done }
+
+// Err is what Run returned; valid once Done is closed.
+func (in *Instance) Err() error { return in.err }
 
 // Stop cancels Run and returns its error.
 func (r *Rig) Stop(in *Instance) error {
 	in.cancel()
 	select {
-	case err := <-in.done:
-		in.done <- err // Stop may be called again
-		return err
+	case <-in.done:
+		return in.err
 	case <-time.After(r.env.Timeouts.Progress):
 		r.t.Errorf("Run did not return within %v of its context's end", r.env.Timeouts.Progress)
 		return nil
