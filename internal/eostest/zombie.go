@@ -55,7 +55,7 @@ type span struct{ first, last int64 }
 type zombieRig struct {
 	s       *Rig
 	n       int
-	freezer *Freezer
+	freezer *testkit.Freezer
 	a       *Instance
 
 	commits atomic.Int64         // A's committed transactions
@@ -65,7 +65,7 @@ type zombieRig struct {
 
 func newZombieRig(t *testing.T, env Env) *zombieRig {
 	s := NewRig(t, env, 1)
-	z := &zombieRig{s: s, n: max(s.env.Records/4, 400), freezer: NewFreezer()}
+	z := &zombieRig{s: s, n: max(s.env.Records/4, 400), freezer: testkit.NewFreezer()}
 	s.Produce(z.n)
 	return z
 }

@@ -45,7 +45,7 @@ func zombieGenerationOnly(t *testing.T, env Env) {
 	n := max(env.Records/4, 400)
 	s.Produce(n)
 
-	freezer := NewFreezer()
+	freezer := testkit.NewFreezer()
 	t.Cleanup(freezer.Thaw) // before the session's cleanup: a frozen client cannot close
 	cfg := sinks.SessionConfig{
 		ClientOpts: append(env.Conn(), kgo.Dialer(freezer.Dial), kgo.TransactionTimeout(zombieTxnTimeout)),
