@@ -479,9 +479,34 @@ func Pause(t *testing.T, env Env, instance string) (resume func()) {
 		PauseMember(t, env)
 		return func() {}
 	}
-	waitOneMember(t, env)
+	member := waitOneMember(t, env)
 	fz := env.freezers.get(instance)
 	fz.Freeze()
+	// Wait for the expiry before the next member joins: a member joining
+	// while the frozen one is still in the group would start a rebalance
+	// that waits up to the frozen member's rebalance timeout.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	testkit.WaitFor(t, env.sessionTimeout()+PollTimeout, "the group to expire the frozen member", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gs, err := adm.DescribeGroups(ctx, env.Group)
+		if err != nil {
+			return false
+		}
+		g, ok := gs[env.Group]
+		if !ok || g.Err != nil {
+			return false
+		}
+		for _, m := range g.Members {
+			if m.MemberID == member {
+				return false
+			}
+		}
+		return true
+	})
 	return fz.Thaw
 }
 
