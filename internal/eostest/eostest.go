@@ -20,8 +20,10 @@
 //   - Panic: the Stage panics; Run returns the *pipeline.StageError and
 //     nothing of the batch is visible; a restart finishes the job.
 //   - Zombie: an instance frozen mid-transaction (its network stalled by a
-//     Freezer, at its EndTxn or with its Stage blocked) past its session
-//     timeout is replaced; when it wakes up its commit must fail.
+//     testkit.Freezer, at its EndTxn or with its Stage blocked) past its
+//     session timeout is replaced; when it wakes up its commit must fail.
+//     In GenerationOnly its transaction timeout outlasts its session, so
+//     only the group generation (KIP-447) can fence it.
 //
 // Scenarios wait for events (group lag via kadm, pipeline Stats, channels),
 // never for time to pass, and stop every pipeline they start before they
