@@ -3,9 +3,10 @@
 // sink through a small [Harness] that knows how to write an effect and how
 // to read back the visible ones.
 //
-// Each case runs on a fresh in-process kfake cluster (fresh topics and
-// group) and drives the sink's Session and Txn directly, the way the
-// pipeline does: poll, Begin, write through Writer(b), Commit or Rollback.
+// Each case runs on a fresh in-process kfake cluster (Run), or on fresh
+// topics of a real cluster (RunOn with KafkaEnv), with a fresh group, and
+// drives the sink's Session and Txn directly, the way the pipeline does:
+// poll, Begin, write through Writer(b), Commit or Rollback.
 // The cases check what the framework's guarantee rests on:
 //
 //   - a commit is visible, a rollback is not, and a rollback rewinds the
