@@ -18,7 +18,9 @@
 //   - Rollback is safe after Commit and safe twice;
 //   - a zombie is fenced: an instance paused past its session timeout while
 //     another took its partition over and committed the same records fails
-//     its commit, and every effect is visible exactly once.
+//     its commit, and every effect is visible exactly once — also when its
+//     Kafka transaction timeout is longer than its session timeout, so the
+//     broker's transaction timeout cannot fence it first.
 package sinktest
 
 import (
@@ -58,6 +60,9 @@ const (
 	// PollTimeout bounds waiting for records, including the group join
 	// and, in the zombie case, the expiry of the paused member.
 	PollTimeout = 30 * time.Second
+	// LongTransactionTimeout is the zombie's transaction timeout in
+	// ZombieFencedLongTransaction: longer than any case runs.
+	LongTransactionTimeout = 5 * time.Minute
 )
 
 // Env is one case's environment: a fresh cluster with an input and an
@@ -169,8 +174,13 @@ func RunOn[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc) {
 		{"OffsetsAtomicWithWrites", testOffsetsAtomic[W]},
 		{"ResumeAcrossSessions", testResume[W]},
 		{"RollbackSafeAfterCommitAndTwice", testRollbackSafe[W]},
-		{"ZombieFenced", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) { testZombie(t, h, ne, static, true) }},
-		{"ZombieFencedFirstBatch", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) { testZombie(t, h, ne, static, false) }},
+		{"ZombieFenced", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) {
+			testZombie(t, h, ne, static, true, false)
+		}},
+		{"ZombieFencedFirstBatch", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) {
+			testZombie(t, h, ne, static, false, false)
+		}},
+		{"ZombieFencedLongTransaction", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) { testZombie(t, h, ne, static, true, true) }},
 	}
 	for _, static := range []bool{false, true} {
 		mode := "Dynamic"
@@ -690,13 +700,22 @@ func testRollbackSafe[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, stat
 // timeout, B takes the partition over and commits the same records, then A
 // wakes up and commits. With precommit, A committed a batch first (the
 // partition has committed offsets); without, A's batch is the partition's
-// first.
-func testZombie[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static, precommit bool) {
+// first. With longTxn, A's Kafka transaction timeout is
+// LongTransactionTimeout, longer than its session timeout.
+func testZombie[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static, precommit, longTxn bool) {
 	const n = 60
 	env := newEnv(t, 1, n)
 	env.Static = static
 	sink := h.Sink(t, env)
-	a := Open(t, sink, SessionConfig(env, "a"))
+	var extra []kgo.Opt
+	if longTxn {
+		// A Kafka transaction timeout far beyond the session timeout
+		// and the case: the broker cannot time the zombie's transaction
+		// out first, so only the group generation that travels with its
+		// offsets (KIP-447) — or the sink's own fence — can stop it.
+		extra = append(extra, kgo.TransactionTimeout(LongTransactionTimeout))
+	}
+	a := Open(t, sink, SessionConfig(env, "a", extra...))
 	from := int64(0)
 	if precommit {
 		bs := Poll(t, a, 20)
