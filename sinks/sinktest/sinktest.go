@@ -189,7 +189,15 @@ func RunOn[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc) {
 		}
 		t.Run(mode, func(t *testing.T) {
 			for _, c := range cases {
-				t.Run(c.name, func(t *testing.T) { c.fn(t, h, newEnv, static) })
+				t.Run(c.name, func(t *testing.T) {
+					// The zombie cases spend their time waiting for a
+					// session to expire, each on its own topics and
+					// group: they run in parallel with each other.
+					if strings.HasPrefix(c.name, "Zombie") {
+						t.Parallel()
+					}
+					c.fn(t, h, newEnv, static)
+				})
 			}
 		})
 	}
