@@ -39,11 +39,7 @@ func (Kafka) Write(_ context.Context, env sinktest.Env, w *kafkasink.Writer, r *
 // Effects implements sinktest.Harness.
 func (Kafka) Effects(t *testing.T, env sinktest.Env) []string {
 	t.Helper()
-	// On Apache Kafka the markers of a transaction that just ended may
-	// land after the end offsets were listed; a short fetch wait keeps
-	// the reader from idling 5s (kgo's default) until they do.
-	opts := []kgo.Opt{kgo.SeedBrokers(env.Brokers...), kgo.FetchMaxWait(100 * time.Millisecond)}
-	recs, err := verify.ReadAll(context.Background(), opts, env.Output, 30*time.Second)
+	recs, err := verify.ReadAll(context.Background(), []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}, env.Output, 30*time.Second)
 	require.NoError(t, err, "reading the output with read_committed")
 	ids := make([]string, 0, len(recs))
 	for _, r := range recs {
