@@ -105,9 +105,11 @@ func CrashWorker(t *testing.T) {
 // restart that waited for the group to expire the dead member could not
 // commit before the test gives up; its static instance id lets it take
 // the dead member's place at once instead.
+// (The transaction timeout only sets the Stage's budget in Postgres mode; it
+// stays below pgsink's default IdleInTransactionTimeout.)
 const (
 	crashSessionTimeout     = 4 * time.Minute
-	crashTransactionTimeout = 3 * time.Minute
+	crashTransactionTimeout = 30 * time.Second
 )
 
 type worker struct {
@@ -132,12 +134,17 @@ func startWorker(t *testing.T, workerTest string, r *Rig, kill string) *worker {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if n, ok := strings.CutPrefix(sc.Text(), "COMMIT "); ok {
-				v, _ := strconv.Atoi(n)
-				select {
-				case w.commits <- v:
-				default:
-				}
+			n, ok := strings.CutPrefix(sc.Text(), "COMMIT ")
+			if !ok {
+				// The worker's test output (a failure says why it
+				// exited): pass it on.
+				fmt.Fprintln(os.Stderr, "worker:", sc.Text())
+				continue
+			}
+			v, _ := strconv.Atoi(n)
+			select {
+			case w.commits <- v:
+			default:
 			}
 		}
 		w.err = cmd.Wait()
