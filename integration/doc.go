@@ -20,6 +20,9 @@
 //	                          StartBroker; default scripts/kafka.sh in the module root
 //	EXACTLY_REQUIRE_SERVICES  "1": a missing or unreachable service fails the test;
 //	                          otherwise such tests are skipped (plain `go test ./...`)
+//	EXACTLY_PG_RESTART        command that restarts PostgreSQL for TestPostgresServerRestart;
+//	                          default `pg_ctlcluster VERSION NAME restart -m immediate` for
+//	                          the local cluster on the URL's port (pg_lsclusters)
 //
 // The single broker has replication factor 1 for its internal topics. The cluster
 // has replication factor 3, min.insync.replicas=2 and unclean leader election off,
@@ -28,4 +31,7 @@
 // loses its leaderships, about 6 s (broker.session.timeout.ms) after the kill.
 //
 // Tests that use the cluster or kill nodes must not run in parallel with each other.
+// TestPostgresServerRestart restarts the PostgreSQL server, which disrupts every
+// other user of it: the tests of this package run one at a time, and `make test`
+// runs them after the unit tests.
 package integration

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/internal/eostest"
@@ -15,6 +16,7 @@ import (
 	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // TestExactlyOnce runs the exactly-once scenarios (internal/eostest) on an
@@ -41,26 +43,23 @@ func TestStageSlowerThanTransactionTimeout(t *testing.T) {
 func stageSlowerThanTxnTimeout(t *testing.T, honoursCtx bool) {
 	_, brokers := testkit.Cluster(t, 1, "in", "out")
 	testkit.Produce(t, brokers, "in", 100)
-	const txnTimeout = 2 * time.Second // newPipeline's
+	txnID := kafkasink.TransactionalID("g", "a") // newPipeline's group, instance "a"
 	var calls atomic.Int64
 	stage := pipeline.StageFunc[kw](func(ctx context.Context, b *sinks.Batch, w kw) error {
 		calls.Add(1)
 		for _, r := range b.Records {
 			w.Produce(testkit.CopyRecord("out", r))
 		}
-		// The fault under test: this Stage overruns the transaction.
-		timer := time.NewTimer(txnTimeout + 200*time.Millisecond)
-		defer timer.Stop()
-		if !honoursCtx {
-			<-timer.C
-			return nil
-		}
-		select {
-		case <-timer.C:
-			return nil
-		case <-ctx.Done():
+		// The fault under test: this Stage overruns the transaction. It
+		// runs until its budget is gone — an event, not a duration — and
+		// one that ignores ctx goes on until the broker itself has ended
+		// the transaction (timed it out), then claims success.
+		<-ctx.Done()
+		if honoursCtx {
 			return ctx.Err()
 		}
+		waitTxnNotOngoing(t, brokers, txnID)
+		return nil
 	})
 	p := newPipeline(t, brokers, stage, "a", pipeline.StageRetries(2))
 	stop, done := run(p)
@@ -70,6 +69,7 @@ func stageSlowerThanTxnTimeout(t *testing.T, honoursCtx bool) {
 		require.ErrorAs(t, err, &se, "Run must return a *StageError for a Stage that cannot finish within the transaction timeout")
 		require.Equal(t, 3, se.Attempts)
 		require.ErrorContains(t, se, "ran past its budget")
+		require.Equal(t, int64(3), calls.Load(), "one call per attempt")
 		require.Zero(t, p.Stats().UnknownOutcomes, "a slow stage is not an unknown commit outcome")
 	case <-time.After(30 * time.Second):
 		require.NoError(t, stop())
@@ -78,4 +78,27 @@ func stageSlowerThanTxnTimeout(t *testing.T, honoursCtx bool) {
 	out, err := verify.ReadAll(context.Background(), []kgo.Opt{kgo.SeedBrokers(brokers...)}, "out", 30*time.Second)
 	require.NoError(t, err)
 	require.Empty(t, out, "nothing was committed, so no output may be visible")
+}
+
+// waitTxnNotOngoing waits until the broker no longer has an open
+// transaction for txnID (it was ended or timed out).
+func waitTxnNotOngoing(t *testing.T, brokers []string, txnID string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Errorf("client: %v", err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := adm.DescribeTransactions(ctx, txnID)
+		cancel()
+		if err == nil && d[txnID].Err == nil && d[txnID].State != "Ongoing" {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // polling the broker's state
+	}
+	t.Errorf("the broker did not end transaction %q within 30s", txnID)
 }

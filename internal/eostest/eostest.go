@@ -14,12 +14,16 @@
 //     time it sees them; their transactions abort and are retried.
 //   - RestartFromCommitted: Run is cancelled mid-stream with a transaction
 //     open; a new pipeline with the same instance id finishes the job.
-//   - RebalanceChurn: instances leave and join while records flow.
+//   - RebalanceChurn: instances leave and join while records flow, with the
+//     default cooperative-sticky balancer; RebalanceChurnEager: the same
+//     with the eager range and round-robin balancers.
 //   - Panic: the Stage panics; Run returns the *pipeline.StageError and
 //     nothing of the batch is visible; a restart finishes the job.
 //   - Zombie: an instance frozen mid-transaction (its network stalled by a
-//     Freezer, at its EndTxn or with its Stage blocked) past its session
-//     timeout is replaced; when it wakes up its commit must fail.
+//     testkit.Freezer, at its EndTxn or with its Stage blocked) past its
+//     session timeout is replaced; when it wakes up its commit must fail.
+//     In GenerationOnly its transaction timeout outlasts its session, so
+//     only the group generation (KIP-447) can fence it.
 //
 // Scenarios wait for events (group lag via kadm, pipeline Stats, channels),
 // never for time to pass, and stop every pipeline they start before they
@@ -131,6 +135,7 @@ func Scenarios() []Scenario {
 		{"RandomAborts", RandomAborts},
 		{"RestartFromCommitted", RestartFromCommitted},
 		{"RebalanceChurn", RebalanceChurn},
+		{"RebalanceChurnEager", RebalanceChurnEager},
 		{"Panic", Panic},
 		{"Zombie", Zombie},
 	}
@@ -472,6 +477,18 @@ func (s *Rig) Settled(ids ...string) bool {
 		assigned += n
 	}
 	return assigned == int(s.parts)
+}
+
+// Protocol is the balancer protocol the group agreed on ("" if the group
+// cannot be described).
+func (s *Rig) Protocol() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gs, err := s.adm.DescribeGroups(ctx, s.Group)
+	if err != nil {
+		return ""
+	}
+	return gs[s.Group].Protocol
 }
 
 // MemberGone reports whether no member of the group has instance id id.

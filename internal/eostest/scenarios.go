@@ -179,8 +179,33 @@ func RestartFromCommitted(t *testing.T, env Env) {
 // flow, stops the oldest and starts a new one with a new instance id. After
 // each change the group must settle with the new member owning partitions,
 // and the new member must commit some of the records produced after it
-// joined. The output must stay exact through every rebalance.
+// joined. The output must stay exact through every rebalance. The group
+// uses franz-go's default balancer, cooperative-sticky (incremental
+// rebalances: partitions that stay keep committing).
 func RebalanceChurn(t *testing.T, env Env) {
+	rebalanceChurn(t, env, "cooperative-sticky")
+}
+
+// RebalanceChurnEager is RebalanceChurn with an eager balancer (range, then
+// round-robin, passed through pipeline.ClientOpts): every rebalance revokes
+// every partition of every member, so every open transaction aborts.
+func RebalanceChurnEager(t *testing.T, env Env) {
+	for _, bal := range []struct {
+		name string
+		b    kgo.GroupBalancer
+	}{
+		{"range", kgo.RangeBalancer()},
+		{"roundrobin", kgo.RoundRobinBalancer()},
+	} {
+		t.Run(bal.name, func(t *testing.T) {
+			rebalanceChurn(t, env, bal.name, pipeline.ClientOpts(kgo.Balancers(bal.b)))
+		})
+	}
+}
+
+// rebalanceChurn is RebalanceChurn with extra pipeline options; the group
+// must agree on the balancer protocol named protocol.
+func rebalanceChurn(t *testing.T, env Env, protocol string, extra ...pipeline.Opt) {
 	const (
 		parts  = 6
 		rounds = 3
@@ -188,7 +213,7 @@ func RebalanceChurn(t *testing.T, env Env) {
 	s := NewRig(t, env, parts)
 	chunk := max(s.env.Records/8, 6*parts)
 	opts := func(id string) []pipeline.Opt {
-		return s.Opts(id, 50, pipeline.StageRetries(1000), pipeline.Backoff(time.Millisecond, 20*time.Millisecond))
+		return s.Opts(id, 50, append([]pipeline.Opt{pipeline.StageRetries(1000), pipeline.Backoff(time.Millisecond, 20*time.Millisecond)}, extra...)...)
 	}
 	ids := func(ins []*Instance) []string {
 		var out []string
@@ -214,6 +239,7 @@ func RebalanceChurn(t *testing.T, env Env) {
 		all, live = append(all, in), append(live, in)
 	}
 	waitSettled(live)
+	require.Equal(t, protocol, s.Protocol(), "the group's balancer")
 
 	for r := range rounds {
 		start := time.Now()

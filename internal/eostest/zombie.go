@@ -31,14 +31,21 @@ import (
 //     after B committed the same records — the zombie write that epoch and
 //     generation fencing exist for. The test also replays it itself to read
 //     the broker's verdict, which must be an error.
+//
 //   - StalledStage: A's Stage blocks after writing its batch and A's
 //     network freezes; both are released after B committed.
+//
+//   - GenerationOnly: A's transaction timeout is longer than its session
+//     timeout, so the broker cannot time its transaction out first; A
+//     freezes at its TxnOffsetCommit and only the group generation
+//     (KIP-447) fences it (see zombieGenerationOnly).
 //
 // Blocking only the Stage would not make a zombie: franz-go heartbeats from
 // its own goroutine, so the group would never expire A.
 func Zombie(t *testing.T, env Env) {
 	t.Run("FrozenAtEndTxn", func(t *testing.T) { zombieFrozenAtEndTxn(t, env) })
 	t.Run("StalledStage", func(t *testing.T) { zombieStalledStage(t, env) })
+	t.Run("GenerationOnly", func(t *testing.T) { zombieGenerationOnly(t, env) })
 }
 
 type span struct{ first, last int64 }
@@ -48,7 +55,7 @@ type span struct{ first, last int64 }
 type zombieRig struct {
 	s       *Rig
 	n       int
-	freezer *Freezer
+	freezer *testkit.Freezer
 	a       *Instance
 
 	commits atomic.Int64         // A's committed transactions
@@ -58,7 +65,7 @@ type zombieRig struct {
 
 func newZombieRig(t *testing.T, env Env) *zombieRig {
 	s := NewRig(t, env, 1)
-	z := &zombieRig{s: s, n: max(s.env.Records/4, 400), freezer: NewFreezer()}
+	z := &zombieRig{s: s, n: max(s.env.Records/4, 400), freezer: testkit.NewFreezer()}
 	s.Produce(z.n)
 	return z
 }

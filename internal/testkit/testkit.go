@@ -36,7 +36,10 @@ func Cluster(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, 
 // partitions by key, with an idempotent producer, and waits for all acks.
 func Produce(t testing.TB, brokers []string, topic string, n int) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	// A fresh topic may be missing from the first metadata answer of a
+	// real broker; without a short MetadataMinAge the client waits 5s
+	// before it asks again.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic), kgo.MetadataMinAge(100*time.Millisecond))
 	require.NoError(t, err)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -225,7 +225,11 @@ func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout ti
 	if len(want) == 0 {
 		return nil, nil
 	}
-	opts := append(append([]kgo.Opt(nil), clientOpts...),
+	// On Apache Kafka the markers of a transaction that just ended can
+	// land after the end offsets were listed; a short fetch wait keeps the
+	// reader from idling kgo's default 5s until they do. clientOpts may
+	// override it.
+	opts := append(append([]kgo.Opt{kgo.FetchMaxWait(250 * time.Millisecond)}, clientOpts...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),

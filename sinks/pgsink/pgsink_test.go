@@ -1078,7 +1078,7 @@ func TestPostgresPipeline(t *testing.T) {
 	t.Run("ServerRestart", func(t *testing.T) {
 		cmd := os.Getenv("EXACTLY_PG_RESTART")
 		if cmd == "" {
-			t.Skip("set EXACTLY_PG_RESTART to the command that restarts the server (e.g. 'pg_ctlcluster 15 main restart'); it disrupts everything else using that server")
+			t.Skip("integration.TestPostgresServerRestart runs this under `make test`; to run it here too, set EXACTLY_PG_RESTART to the command that restarts the server (e.g. 'pg_ctlcluster 15 main restart -m immediate'); it disrupts everything else using that server")
 		}
 		n := 20_000
 		r := newPgRun(t, 4, n)

@@ -3,9 +3,10 @@
 // sink through a small [Harness] that knows how to write an effect and how
 // to read back the visible ones.
 //
-// Each case runs on a fresh in-process kfake cluster (fresh topics and
-// group) and drives the sink's Session and Txn directly, the way the
-// pipeline does: poll, Begin, write through Writer(b), Commit or Rollback.
+// Each case runs on a fresh in-process kfake cluster (Run), or on fresh
+// topics of a real cluster (RunOn with KafkaEnv), with a fresh group, and
+// drives the sink's Session and Txn directly, the way the pipeline does:
+// poll, Begin, write through Writer(b), Commit or Rollback.
 // The cases check what the framework's guarantee rests on:
 //
 //   - a commit is visible, a rollback is not, and a rollback rewinds the
@@ -17,7 +18,9 @@
 //   - Rollback is safe after Commit and safe twice;
 //   - a zombie is fenced: an instance paused past its session timeout while
 //     another took its partition over and committed the same records fails
-//     its commit, and every effect is visible exactly once.
+//     its commit, and every effect is visible exactly once — also when its
+//     Kafka transaction timeout is longer than its session timeout, so the
+//     broker's transaction timeout cannot fence it first.
 package sinktest
 
 import (
@@ -31,6 +34,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,6 +60,9 @@ const (
 	// PollTimeout bounds waiting for records, including the group join
 	// and, in the zombie case, the expiry of the paused member.
 	PollTimeout = 30 * time.Second
+	// LongTransactionTimeout is the zombie's transaction timeout in
+	// ZombieFencedLongTransaction: longer than any case runs.
+	LongTransactionTimeout = 5 * time.Minute
 )
 
 // Env is one case's environment: a fresh cluster with an input and an
@@ -75,7 +82,58 @@ type Env struct {
 	// whose group instance id is the session's instance id, as the
 	// pipeline does by default.
 	Static bool
+	// SessionTimeout and TransactionTimeout of the sessions SessionConfig
+	// opens; zero means the constants of the same names (kfake's).
+	SessionTimeout, TransactionTimeout time.Duration
+
+	// freezers holds, on a real cluster (Cluster nil), one Freezer per
+	// instance: SessionConfig dials through it, Pause freezes it.
+	freezers *freezers
 }
+
+type freezers struct {
+	mu sync.Mutex
+	m  map[string]*testkit.Freezer
+}
+
+func (f *freezers) get(instance string) *testkit.Freezer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fz, ok := f.m[instance]
+	if !ok {
+		fz = testkit.NewFreezer()
+		f.m[instance] = fz
+	}
+	return fz
+}
+
+func (f *freezers) thawAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fz := range f.m {
+		fz.Thaw()
+	}
+}
+
+func (e Env) sessionTimeout() time.Duration {
+	if e.SessionTimeout > 0 {
+		return e.SessionTimeout
+	}
+	return SessionTimeout
+}
+
+func (e Env) transactionTimeout() time.Duration {
+	if e.TransactionTimeout > 0 {
+		return e.TransactionTimeout
+	}
+	return TransactionTimeout
+}
+
+// NewEnvFunc makes a case's environment: fresh topics env.Input and
+// env.Output of the given partitions, records input records (keys
+// k0..k(n-1)) and a fresh group. NewEnv is the in-process kfake one;
+// KafkaEnv makes them on a real cluster.
+type NewEnvFunc func(t *testing.T, partitions int32, records int) Env
 
 // Harness adapts a sink to the suite. W is the sink's writer type.
 type Harness[W any] interface {
@@ -100,19 +158,29 @@ func ID(topic string, partition int32, offset int64) string {
 func RecordID(r *kgo.Record) string { return ID(r.Topic, r.Partition, r.Offset) }
 
 // Run runs every case against the harness, each as a subtest on a fresh
-// environment, once with dynamic group members and once with static ones.
-func Run[W any](t *testing.T, h Harness[W]) {
+// in-process kfake cluster (NewEnv), once with dynamic group members and
+// once with static ones.
+func Run[W any](t *testing.T, h Harness[W]) { RunOn(t, h, NewEnv) }
+
+// RunOn is Run with the environments newEnv makes: KafkaEnv runs the suite
+// on a real cluster.
+func RunOn[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc) {
 	cases := []struct {
 		name string
-		fn   func(*testing.T, Harness[W], bool)
+		fn   func(*testing.T, Harness[W], NewEnvFunc, bool)
 	}{
 		{"CommitVisible", testCommitVisible[W]},
 		{"RollbackInvisibleAndRewound", testRollbackInvisible[W]},
 		{"OffsetsAtomicWithWrites", testOffsetsAtomic[W]},
 		{"ResumeAcrossSessions", testResume[W]},
 		{"RollbackSafeAfterCommitAndTwice", testRollbackSafe[W]},
-		{"ZombieFenced", func(t *testing.T, h Harness[W], static bool) { testZombie(t, h, static, true) }},
-		{"ZombieFencedFirstBatch", func(t *testing.T, h Harness[W], static bool) { testZombie(t, h, static, false) }},
+		{"ZombieFenced", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) {
+			testZombie(t, h, ne, static, true, false)
+		}},
+		{"ZombieFencedFirstBatch", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) {
+			testZombie(t, h, ne, static, false, false)
+		}},
+		{"ZombieFencedLongTransaction", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) { testZombie(t, h, ne, static, true, true) }},
 	}
 	for _, static := range []bool{false, true} {
 		mode := "Dynamic"
@@ -121,7 +189,15 @@ func Run[W any](t *testing.T, h Harness[W]) {
 		}
 		t.Run(mode, func(t *testing.T) {
 			for _, c := range cases {
-				t.Run(c.name, func(t *testing.T) { c.fn(t, h, static) })
+				t.Run(c.name, func(t *testing.T) {
+					// The zombie cases spend their time waiting for a
+					// session to expire, each on its own topics and
+					// group: they run in parallel with each other.
+					if strings.HasPrefix(c.name, "Zombie") {
+						t.Parallel()
+					}
+					c.fn(t, h, newEnv, static)
+				})
 			}
 		})
 	}
@@ -137,13 +213,79 @@ func NewEnv(t *testing.T, partitions int32, records int) Env {
 	if records > 0 {
 		testkit.Produce(t, brokers, "in", records)
 	}
+	name := caseName(t)
+	return Env{Cluster: c, Brokers: brokers, Input: "in", Output: "out", Group: "g_" + name, Name: name}
+}
+
+// caseName is a name unique to the case, usable as an SQL identifier.
+func caseName(t *testing.T) string {
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	name := fmt.Sprintf("c%d_%s_%s", caseSeq.Add(1), hex.EncodeToString(rnd[:]), sqlName(t.Name()))
 	if len(name) > 40 {
 		name = name[:40]
 	}
-	return Env{Cluster: c, Brokers: brokers, Input: "in", Output: "out", Group: "g_" + name, Name: name}
+	return name
+}
+
+// KafkaEnv makes the environments on a real cluster: topics named for the
+// case (deleted when it ends), created with the brokers' default
+// replication factor, and sessions with the given timeouts (the broker's
+// group.min.session.timeout.ms bounds the first; the second must be
+// below it). A paused member's network is frozen (testkit.Freezer): its
+// heartbeats stop reaching the coordinator.
+func KafkaEnv(brokers []string, sessionTimeout, transactionTimeout time.Duration) NewEnvFunc {
+	return func(t *testing.T, partitions int32, records int) Env {
+		t.Helper()
+		name := caseName(t)
+		in, out := "sinktest."+name+".in", "sinktest."+name+".out"
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+		require.NoError(t, err)
+		t.Cleanup(cl.Close)
+		adm := kadm.NewClient(cl)
+		ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+		defer cancel()
+		resp, err := adm.CreateTopics(ctx, partitions, -1, nil, in, out)
+		require.NoError(t, err, "creating topics")
+		require.NoError(t, resp.Error(), "creating topics")
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+			defer cancel()
+			if _, err := adm.DeleteTopics(ctx, in, out); err != nil {
+				t.Logf("deleting topics %s, %s: %v", in, out, err)
+			}
+		})
+		testkit.WaitFor(t, PollTimeout, "the new topics in the brokers' metadata", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			td, err := adm.ListTopics(ctx, in, out)
+			if err != nil || td.Error() != nil || len(td) != 2 {
+				return false
+			}
+			for _, d := range td {
+				for _, p := range d.Partitions {
+					if p.Err != nil || p.Leader < 0 {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		if records > 0 {
+			testkit.Produce(t, brokers, in, records)
+		}
+		fz := &freezers{m: map[string]*testkit.Freezer{}}
+		// Registered after the topics' cleanup, so it runs before it
+		// and before the sessions' (registered later still, so they
+		// run first: a frozen session's Close returns at its context's
+		// end, then the thaw lets its held writes go).
+		t.Cleanup(fz.thawAll)
+		return Env{
+			Brokers: brokers, Input: in, Output: out, Group: "g_" + name, Name: name,
+			SessionTimeout: sessionTimeout, TransactionTimeout: transactionTimeout,
+			freezers: fz,
+		}
+	}
 }
 
 func sqlName(s string) string {
@@ -169,18 +311,22 @@ func SessionConfig(env Env, instance string, extra ...kgo.Opt) sinks.SessionConf
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.SessionTimeout(SessionTimeout),
-		kgo.RebalanceTimeout(3 * SessionTimeout),
+		kgo.SessionTimeout(env.sessionTimeout()),
+		kgo.RebalanceTimeout(3 * env.sessionTimeout()),
 		kgo.HeartbeatInterval(100 * time.Millisecond),
-		kgo.TransactionTimeout(TransactionTimeout),
+		kgo.TransactionTimeout(env.transactionTimeout()),
 		kgo.FetchMaxWait(50 * time.Millisecond),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 	}
 	if env.Static {
 		consumer = append(consumer, kgo.InstanceID(instance))
 	}
+	client := []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}
+	if env.freezers != nil {
+		client = append(client, kgo.Dialer(env.freezers.get(instance).Dial))
+	}
 	return sinks.SessionConfig{
-		ClientOpts:   []kgo.Opt{kgo.SeedBrokers(env.Brokers...)},
+		ClientOpts:   client,
 		ConsumerOpts: append(consumer, extra...),
 		Group:        env.Group,
 		InstanceID:   instance,
@@ -339,14 +485,53 @@ func RequireEffects[W any](t *testing.T, h Harness[W], env Env, want []string) {
 	require.ElementsMatch(t, want, got, "visible effects")
 }
 
-// PauseMember turns the group's only member into a zombie: from now on the
-// cluster answers its heartbeats with success without recording them, so
-// the group expires it after its session timeout and gives its partitions
-// to the next member, while the paused member believes it still owns them
-// — as if it had been stopped (SIGSTOP, a long GC, a partition) past its
-// session timeout and woke up. It waits until the group is stable with one
-// member and returns that member's id.
-func PauseMember(t *testing.T, env Env) string {
+// Pause turns the group's only member, instance, into a zombie, as if it
+// had been stopped (SIGSTOP, a long GC, a partition) past its session
+// timeout: the group expires it and gives its partitions to the next member
+// while it believes it still owns them. Call the returned resume to wake it
+// up, before using its session again. On kfake it is PauseMember (resume
+// does nothing); on a real cluster (KafkaEnv) the member's network is frozen
+// until resume.
+func Pause(t *testing.T, env Env, instance string) (resume func()) {
+	t.Helper()
+	if env.freezers == nil {
+		PauseMember(t, env)
+		return func() {}
+	}
+	member := waitOneMember(t, env)
+	fz := env.freezers.get(instance)
+	fz.Freeze()
+	// Wait for the expiry before the next member joins: a member joining
+	// while the frozen one is still in the group would start a rebalance
+	// that waits up to the frozen member's rebalance timeout.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	testkit.WaitFor(t, env.sessionTimeout()+PollTimeout, "the group to expire the frozen member", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gs, err := adm.DescribeGroups(ctx, env.Group)
+		if err != nil {
+			return false
+		}
+		g, ok := gs[env.Group]
+		if !ok || g.Err != nil {
+			return false
+		}
+		for _, m := range g.Members {
+			if m.MemberID == member {
+				return false
+			}
+		}
+		return true
+	})
+	return fz.Thaw
+}
+
+// waitOneMember waits until the group is stable with one member and returns
+// its member id.
+func waitOneMember(t *testing.T, env Env) string {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
 	require.NoError(t, err)
@@ -367,6 +552,20 @@ func PauseMember(t *testing.T, env Env) string {
 		member = g.Members[0].MemberID
 		return true
 	})
+	return member
+}
+
+// PauseMember turns the group's only member into a zombie: from now on the
+// cluster answers its heartbeats with success without recording them, so
+// the group expires it after its session timeout and gives its partitions
+// to the next member, while the paused member believes it still owns them
+// — as if it had been stopped (SIGSTOP, a long GC, a partition) past its
+// session timeout and woke up. It waits until the group is stable with one
+// member and returns that member's id.
+func PauseMember(t *testing.T, env Env) string {
+	t.Helper()
+	require.NotNil(t, env.Cluster, "PauseMember needs a kfake cluster; use Pause")
+	member := waitOneMember(t, env)
 	c := env.Cluster
 	c.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		hb, ok := req.(*kmsg.HeartbeatRequest)
@@ -379,8 +578,8 @@ func PauseMember(t *testing.T, env Env) string {
 	return member
 }
 
-func testCommitVisible[W any](t *testing.T, h Harness[W], static bool) {
-	env := NewEnv(t, 3, 90)
+func testCommitVisible[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static bool) {
+	env := newEnv(t, 3, 90)
 	env.Static = static
 	sink := h.Sink(t, env)
 	s := Open(t, sink, SessionConfig(env, "a"))
@@ -391,8 +590,8 @@ func testCommitVisible[W any](t *testing.T, h Harness[W], static bool) {
 	Close(t, s)
 }
 
-func testRollbackInvisible[W any](t *testing.T, h Harness[W], static bool) {
-	env := NewEnv(t, 2, 40)
+func testRollbackInvisible[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static bool) {
+	env := newEnv(t, 2, 40)
 	env.Static = static
 	sink := h.Sink(t, env)
 	s := Open(t, sink, SessionConfig(env, "a"))
@@ -410,45 +609,45 @@ func testRollbackInvisible[W any](t *testing.T, h Harness[W], static bool) {
 	Close(t, s)
 }
 
-func testOffsetsAtomic[W any](t *testing.T, h Harness[W], static bool) {
-	env := NewEnv(t, 1, 100)
+func testOffsetsAtomic[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static bool) {
+	env := newEnv(t, 1, 100)
 	env.Static = static
 	sink := h.Sink(t, env)
 
 	// Commit 0..39, then close.
 	a := Open(t, sink, SessionConfig(env, "a"))
 	bs := Poll(t, a, 40)
-	require.Equal(t, Range("in", 0, 0, 40), IDs(bs))
+	require.Equal(t, Range(env.Input, 0, 0, 40), IDs(bs))
 	require.NoError(t, Commit(Begin(t, h, env, a, bs)))
 	Close(t, a)
 
 	// A new session resumes right after the committed batch; roll back.
 	b := Open(t, sink, SessionConfig(env, "b"))
 	bs = Poll(t, b, 30)
-	require.Equal(t, Range("in", 0, 40, 70), IDs(bs), "a new session resumes right after the committed batch")
+	require.Equal(t, Range(env.Input, 0, 40, 70), IDs(bs), "a new session resumes right after the committed batch")
 	require.NoError(t, Rollback(Begin(t, h, env, b, bs)))
 	Close(t, b)
 
 	// After a rollback it resumes at the batch; close with it open.
 	c := Open(t, sink, SessionConfig(env, "c"))
 	bs = Poll(t, c, 30)
-	require.Equal(t, Range("in", 0, 40, 70), IDs(bs), "after a rollback a new session resumes at the batch")
+	require.Equal(t, Range(env.Input, 0, 40, 70), IDs(bs), "after a rollback a new session resumes at the batch")
 	_ = Begin(t, h, env, c, bs)
 	Close(t, c)
-	RequireEffects(t, h, env, Range("in", 0, 0, 40))
+	RequireEffects(t, h, env, Range(env.Input, 0, 0, 40))
 
 	// After a session closed without committing it resumes at the batch.
 	d := Open(t, sink, SessionConfig(env, "d"))
 	bs = Poll(t, d, 60)
-	require.Equal(t, Range("in", 0, 40, 100), IDs(bs), "after a session closed without commit a new session resumes at the batch")
+	require.Equal(t, Range(env.Input, 0, 40, 100), IDs(bs), "after a session closed without commit a new session resumes at the batch")
 	require.NoError(t, Commit(Begin(t, h, env, d, bs)))
 	Close(t, d)
-	RequireEffects(t, h, env, Range("in", 0, 0, 100))
+	RequireEffects(t, h, env, Range(env.Input, 0, 0, 100))
 }
 
-func testResume[W any](t *testing.T, h Harness[W], static bool) {
+func testResume[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static bool) {
 	const n, per = 200, 70
-	env := NewEnv(t, 2, n)
+	env := newEnv(t, 2, n)
 	env.Static = static
 	sink := h.Sink(t, env)
 	var all []string
@@ -478,8 +677,8 @@ func testResume[W any](t *testing.T, h Harness[W], static bool) {
 	Close(t, s)
 }
 
-func testRollbackSafe[W any](t *testing.T, h Harness[W], static bool) {
-	env := NewEnv(t, 1, 20)
+func testRollbackSafe[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static bool) {
+	env := newEnv(t, 1, 20)
 	env.Static = static
 	sink := h.Sink(t, env)
 	s := Open(t, sink, SessionConfig(env, "a"))
@@ -489,19 +688,19 @@ func testRollbackSafe[W any](t *testing.T, h Harness[W], static bool) {
 	require.NoError(t, Commit(tx))
 	require.NoError(t, Rollback(tx), "rollback after commit")
 	require.NoError(t, Rollback(tx), "second rollback after commit")
-	RequireEffects(t, h, env, Range("in", 0, 0, 10))
+	RequireEffects(t, h, env, Range(env.Input, 0, 0, 10))
 
 	bs = Poll(t, s, 10)
-	require.Equal(t, Range("in", 0, 10, 20), IDs(bs), "a rollback after commit must not rewind")
+	require.Equal(t, Range(env.Input, 0, 10, 20), IDs(bs), "a rollback after commit must not rewind")
 	tx = Begin(t, h, env, s, bs)
 	require.NoError(t, Rollback(tx))
 	require.NoError(t, Rollback(tx), "second rollback")
-	RequireEffects(t, h, env, Range("in", 0, 0, 10))
+	RequireEffects(t, h, env, Range(env.Input, 0, 0, 10))
 
 	bs = Poll(t, s, 10)
-	require.Equal(t, Range("in", 0, 10, 20), IDs(bs), "two rollbacks rewind once, to the committed offset")
+	require.Equal(t, Range(env.Input, 0, 10, 20), IDs(bs), "two rollbacks rewind once, to the committed offset")
 	require.NoError(t, Commit(Begin(t, h, env, s, bs)))
-	RequireEffects(t, h, env, Range("in", 0, 0, 20))
+	RequireEffects(t, h, env, Range(env.Input, 0, 0, 20))
 	Close(t, s)
 }
 
@@ -509,13 +708,22 @@ func testRollbackSafe[W any](t *testing.T, h Harness[W], static bool) {
 // timeout, B takes the partition over and commits the same records, then A
 // wakes up and commits. With precommit, A committed a batch first (the
 // partition has committed offsets); without, A's batch is the partition's
-// first.
-func testZombie[W any](t *testing.T, h Harness[W], static, precommit bool) {
+// first. With longTxn, A's Kafka transaction timeout is
+// LongTransactionTimeout, longer than its session timeout.
+func testZombie[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static, precommit, longTxn bool) {
 	const n = 60
-	env := NewEnv(t, 1, n)
+	env := newEnv(t, 1, n)
 	env.Static = static
 	sink := h.Sink(t, env)
-	a := Open(t, sink, SessionConfig(env, "a"))
+	var extra []kgo.Opt
+	if longTxn {
+		// A Kafka transaction timeout far beyond the session timeout
+		// and the case: the broker cannot time the zombie's transaction
+		// out first, so only the group generation that travels with its
+		// offsets (KIP-447) — or the sink's own fence — can stop it.
+		extra = append(extra, kgo.TransactionTimeout(LongTransactionTimeout))
+	}
+	a := Open(t, sink, SessionConfig(env, "a", extra...))
 	from := int64(0)
 	if precommit {
 		bs := Poll(t, a, 20)
@@ -523,21 +731,22 @@ func testZombie[W any](t *testing.T, h Harness[W], static, precommit bool) {
 		from = 20
 	}
 	zbs := Poll(t, a, 20)
-	require.Equal(t, Range("in", 0, from, from+20), IDs(zbs))
+	require.Equal(t, Range(env.Input, 0, from, from+20), IDs(zbs))
 	ztx := Begin(t, h, env, a, zbs)
 
-	PauseMember(t, env)
+	resume := Pause(t, env, "a")
 	b := Open(t, sink, SessionConfig(env, "b"))
 	bs := Poll(t, b, int(n-from))
-	require.Equal(t, Range("in", 0, from, n), IDs(bs), "the new owner resumes at the committed offset")
+	require.Equal(t, Range(env.Input, 0, from, n), IDs(bs), "the new owner resumes at the committed offset")
 	require.NoError(t, Commit(Begin(t, h, env, b, bs)), "the new owner's commit")
+	resume()
 
 	err := Commit(ztx)
 	require.Error(t, err, "the zombie's commit must fail")
 	t.Logf("the zombie's commit failed as it must: %v", err)
 	require.True(t, sinks.IsRetryable(err) || sinks.IsFatal(err), "the zombie's commit error must be retryable or fatal: %v", err)
 	require.NoError(t, Rollback(ztx), "rollback after a failed commit")
-	RequireEffects(t, h, env, Range("in", 0, 0, n))
+	RequireEffects(t, h, env, Range(env.Input, 0, 0, n))
 	Close(t, b)
 	_ = closeSession(a) // a zombie's close may report its fencing
 }

@@ -1,4 +1,4 @@
-package eostest
+package testkit
 
 import (
 	"context"
