@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -575,7 +576,7 @@ func TestPostgresTwoOwnersRace(t *testing.T) {
 // connection after the Stage wrote and before COMMIT. Commit fails with a
 // retryable error, nothing is visible, and the same records come again.
 func TestPostgresConnectionLostBeforeCommit(t *testing.T) {
-	const app = "exactly-test-lost-before-commit"
+	app := uniqueApp("exactly-test-lost-before-commit")
 	pool := pgPool(t, appName(app))
 	admin := pgPool(t)
 	h := pgHarness{pool: admin}
@@ -606,7 +607,7 @@ func TestPostgresConnectionLostBeforeCommit(t *testing.T) {
 // COMMIT (its connections die and it stops heartbeating). Its replacement
 // resumes exactly at the batch.
 func TestPostgresCrashBeforeCommit(t *testing.T) {
-	const app = "exactly-test-crash-before-commit"
+	app := uniqueApp("exactly-test-crash-before-commit")
 	pool := pgPool(t, appName(app))
 	admin := pgPool(t)
 	h := pgHarness{pool: admin}
@@ -1039,7 +1040,7 @@ func TestPostgresPipeline(t *testing.T) {
 	})
 
 	t.Run("BackendsKilledMidRun", func(t *testing.T) {
-		const app = "exactly-test-pipeline-killed"
+		app := uniqueApp("exactly-test-pipeline-killed")
 		n := 20_000
 		r := newPgRun(t, 4, n)
 		r.maxRecords = 500
@@ -1097,3 +1098,8 @@ func TestPostgresPipeline(t *testing.T) {
 		r.verify(true)
 	})
 }
+
+// uniqueApp is an application_name no other test process shares: the tests
+// terminate backends by it, and another run of the same tests against the
+// same server (a second checkout, a parallel CI job) must not lose its own.
+func uniqueApp(name string) string { return fmt.Sprintf("%s-%d", name, os.Getpid()) }
