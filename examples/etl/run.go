@@ -77,6 +77,11 @@ func run(ctx context.Context, cfg config, w io.Writer) (result, error) {
 	}
 	defer m.close()
 
+	stopObserving, err := startObserving(&cfg, brokers, tp, w)
+	if err != nil {
+		return result{}, err
+	}
+	defer stopObserving()
 	start = time.Now()
 	if err := m.runPipelines(ctx, cfg, brokers, tp, w); err != nil {
 		return result{}, err
@@ -196,14 +201,14 @@ func (kafkaMode) runPipelines(ctx context.Context, cfg config, brokers []string,
 }
 
 func pipelineOpts(cfg config, brokers []string, tp topics, i int) []pipeline.Opt {
-	return []pipeline.Opt{
+	return append([]pipeline.Opt{
 		pipeline.Brokers(brokers...),
 		pipeline.Group(tp.group),
 		pipeline.Topics(tp.in),
 		pipeline.InstanceID(fmt.Sprintf("worker-%d", i)),
 		pipeline.MaxRecords(cfg.batch),
 		pipeline.Logger(cfg.logger().With("worker", i)),
-	}
+	}, cfg.metrics.opts(i)...)
 }
 
 type runner interface {

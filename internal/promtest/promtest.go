@@ -4,6 +4,7 @@ package promtest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -19,6 +20,21 @@ import (
 // Families is one scrape: metric name → family.
 type Families map[string]*dto.MetricFamily
 
+// client keeps no idle connections, so no goroutine outlives a scrape
+// (the tests check with goleak).
+var client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// Get GETs url with the scrapes' client and returns the status and body.
+func Get(url string) (int, []byte, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
 // Scrape GETs url (a /metrics endpoint) and parses the text exposition.
 func Scrape(t testing.TB, url string) Families {
 	t.Helper()
@@ -30,8 +46,7 @@ func Scrape(t testing.TB, url string) Families {
 // TryScrape is Scrape returning its error, for use outside the test's
 // goroutine.
 func TryScrape(url string) (Families, error) {
-	cl := http.Client{Timeout: 30 * time.Second}
-	resp, err := cl.Get(url)
+	resp, err := client.Get(url)
 	if err != nil {
 		return nil, err
 	}
