@@ -3,12 +3,15 @@ package promhooks_test
 import (
 	"context"
 	"log"
+	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/pipeline/promhooks"
@@ -58,5 +61,29 @@ func Example() {
 	}
 	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	go func() { log.Print(http.ListenAndServe("127.0.0.1:9464", nil)) }()
+	_ = p // p.Run(ctx) until shutdown
+}
+
+// franz-go's plugin/kslog sends the Kafka clients' own logs to a
+// log/slog logger; pipeline.Logger is the pipeline's own.
+func Example_kslog() {
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	stage := pipeline.StageFunc[*kafkasink.Writer](func(ctx context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
+		for _, r := range b.Records {
+			w.Produce(&kgo.Record{Topic: "orders-out", Key: r.Key, Value: r.Value})
+		}
+		return nil
+	})
+	p, err := pipeline.New(kafkasink.New(), stage,
+		pipeline.Brokers("127.0.0.1:9092"),
+		pipeline.Group("orders"),
+		pipeline.Topics("orders"),
+		pipeline.InstanceID("worker-0"),
+		pipeline.Logger(logger),
+		pipeline.ClientOpts(kgo.WithLogger(kslog.New(logger.With("client", "kgo")))),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
 	_ = p // p.Run(ctx) until shutdown
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -224,4 +225,14 @@ func TestNewRefuses(t *testing.T) {
 	require.ErrorContains(t, err, "duplicate", "a second Metrics on one registry: use one Metrics and a Hook per pipeline")
 	_, err = promhooks.New(reg, promhooks.Namespace("other"))
 	require.NoError(t, err, "another namespace registers beside it")
+}
+
+// TestCoreImportsNoMetricsLibrary: the pipeline package links neither
+// client_golang nor OpenTelemetry; only the adapters do.
+func TestCoreImportsNoMetricsLibrary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/exactlyonce/exactly/pipeline").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "github.com/twmb/franz-go/pkg/kgo")
+	require.NotContains(t, string(out), "prometheus")
+	require.NotContains(t, string(out), "opentelemetry")
 }
