@@ -38,6 +38,7 @@ func main() {
 	flag.IntVar(&cfg.batch, "batch", cfg.batch, "max records per transaction (pipeline.MaxRecords)")
 	flag.BoolVar(&cfg.verbose, "v", false, "log the pipeline's warnings and retries")
 	flag.BoolVar(&cfg.keep, "keep", false, "with -sink postgres: keep the run's tables and its group's rows in the offsets table instead of deleting them")
+	flag.StringVar(&cfg.metrics.addr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address while running, e.g. 127.0.0.1:9464")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -67,6 +68,7 @@ type config struct {
 	keep         bool
 	seed         uint64
 	log          io.Writer // where -v logs go
+	metrics      observeConfig
 }
 
 func defaultConfig() config {

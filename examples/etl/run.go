@@ -79,6 +79,11 @@ func run(ctx context.Context, cfg config, w io.Writer) (result, error) {
 	}
 	defer m.close()
 
+	stopObserving, err := startObserving(&cfg, brokers, tp, w)
+	if err != nil {
+		return result{}, err
+	}
+	defer stopObserving()
 	start = time.Now()
 	if err := m.runPipelines(ctx, cfg, brokers, tp, w); err != nil {
 		return result{}, err
@@ -217,7 +222,7 @@ func (kafkaMode) runPipelines(ctx context.Context, cfg config, brokers []string,
 }
 
 func pipelineOpts(cfg config, brokers []string, tp topics, i int) []pipeline.Opt {
-	return []pipeline.Opt{
+	return append([]pipeline.Opt{
 		pipeline.Brokers(brokers...),
 		pipeline.Group(tp.group),
 		pipeline.Topics(tp.in),
@@ -226,7 +231,7 @@ func pipelineOpts(cfg config, brokers []string, tp topics, i int) []pipeline.Opt
 		pipeline.Logger(cfg.logger().With("worker", i)),
 		pipeline.Outputs(tp.out, tp.dead),
 		pipeline.Preflight(pipeline.PreflightOff), // run once for all instances: checkDurability
-	}
+	}, cfg.metrics.opts(i)...)
 }
 
 type runner interface {
