@@ -88,6 +88,7 @@ const (
 type AbortInfo struct {
 	Reason     AbortReason
 	Records    int // input records the transaction covered
+	Bytes      int // their keys and values
 	Partitions int
 	Err        error         // the cause; nil for AbortShutdown
 	Start      time.Time     // when the batch's first poll began

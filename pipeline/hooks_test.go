@@ -89,3 +89,40 @@ func TestHooksThatImplementNothingAreRefused(t *testing.T) {
 	require.Equal(t, "pipeline.Hooks", ce.Option)
 	require.Contains(t, ce.Error(), "hook 0 (<nil>)")
 }
+
+// beginFails is a fake sink whose first Begin fails.
+type beginFails struct {
+	*fakeSink
+	failed bool
+}
+
+func (s *beginFails) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
+	return s, nil
+}
+
+func (s *beginFails) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*fakeWriter], error) {
+	if !s.failed {
+		s.failed = true
+		return nil, fmt.Errorf("%w: database unreachable", sinks.ErrAborted)
+	}
+	return s.fakeSink.Begin(ctx, batches)
+}
+
+// A batch whose transaction could not even begin is reported to the hooks as
+// aborted (it used to be polled and never reported).
+func TestHooksSeeABeginThatFailed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := &beginFails{fakeSink: &fakeSink{parts: 1, n: 5}}
+	f.commit = func([]*sinks.Batch) error { cancel(); return nil }
+	rec := &recorder{}
+	p2, err := pipeline.New[*fakeWriter](f, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
+		pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("a"),
+		pipeline.Backoff(time.Millisecond, time.Millisecond), pipeline.Hooks(rec))
+	require.NoError(t, err)
+	require.NoError(t, p2.Run(ctx))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Equal(t, 1, rec.aborts[pipeline.AbortSinkError], "%v", rec.aborts)
+	require.Positive(t, rec.committed)
+}

@@ -25,6 +25,7 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 	txStart := time.Now()
 	tx, err := sess.Begin(ctx, batches)
 	if err != nil {
+		p.aborted(ctx, batches, err, start) // polled, never begun: the hooks hear of it too
 		return err
 	}
 	rollback := func() error {
@@ -155,11 +156,11 @@ func (p *Pipeline[W]) aborted(ctx context.Context, batches []*sinks.Batch, err e
 	if len(p.hooks.aborted) == 0 {
 		return
 	}
-	records, _ := size(batches)
+	records, bytes := size(batches)
 	if reason == AbortShutdown {
 		err = nil
 	}
-	p.hooks.batchAborted(AbortInfo{Reason: reason, Records: records, Partitions: len(batches), Err: err,
+	p.hooks.batchAborted(AbortInfo{Reason: reason, Records: records, Bytes: bytes, Partitions: len(batches), Err: err,
 		Start: start, Took: time.Since(start)})
 }
 
