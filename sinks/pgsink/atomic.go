@@ -17,18 +17,34 @@ func (w *Writer) Atomic(ctx context.Context, fn func(*Writer) error) error {
 	if w.err != nil {
 		return w.err
 	}
-	sp, err := w.tx.Begin(ctx) // a savepoint
+	gctx, done, err := w.g.enter(ctx)
+	if err != nil {
+		return err
+	}
+	sp, err := w.tx.Begin(gctx) // a savepoint
+	done()
 	if err != nil {
 		return fmt.Errorf("pgsink: beginning a savepoint: %w", err)
 	}
-	if ferr := fn(&Writer{b: w.b, tx: sp}); ferr != nil {
-		if rerr := sp.Rollback(ctx); rerr != nil {
+	if ferr := fn(&Writer{b: w.b, tx: sp, g: w.g}); ferr != nil {
+		gctx, done, gerr := w.g.enter(ctx)
+		if gerr != nil {
+			return errors.Join(ferr, gerr)
+		}
+		rerr := sp.Rollback(gctx)
+		done()
+		if rerr != nil {
 			// The transaction cannot go on; the batch fails.
 			return errors.Join(ferr, fmt.Errorf("pgsink: rolling back to the savepoint: %w", rerr))
 		}
 		return ferr
 	}
-	if err := sp.Commit(ctx); err != nil { // releases the savepoint
+	gctx, done, err = w.g.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := sp.Commit(gctx); err != nil { // releases the savepoint
 		return fmt.Errorf("pgsink: releasing the savepoint: %w", err)
 	}
 	return nil

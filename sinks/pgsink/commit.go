@@ -100,6 +100,7 @@ func (t *pgTxn) commitPart(ctx context.Context, pp *pgPart) pgResult {
 		pp.ptx.end(ctx)
 		return pgResult{err: fmt.Errorf("%w: %w", sinks.ErrRevoked, errNotOwned)}
 	}
+	pp.ptx.g.close() // the Stage is done with the connection; a call that outlived it is refused
 	tx := pp.ptx.tx
 	var (
 		xid string

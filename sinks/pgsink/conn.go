@@ -22,6 +22,7 @@ const (
 
 // partTx is a partition's transaction and its connection.
 type partTx struct {
+	g       *guard // keeps the writers off the connection once it ends
 	tx      pgx.Tx
 	pid     uint32
 	release func(context.Context)
@@ -35,6 +36,7 @@ func (p *partTx) end(ctx context.Context) {
 		return
 	}
 	p.ended = true
+	p.g.close()            // no Stage call on the connection from here on
 	_ = p.tx.Rollback(ctx) // a failure closes the connection: the server rolls back
 	p.release(ctx)
 }
@@ -60,7 +62,7 @@ func (t *pgTxn) open(ctx context.Context) error {
 		return err
 	}
 	for _, pp := range t.parts {
-		pp.w = &Writer{b: pp.b, tx: pp.ptx.tx}
+		pp.w = &Writer{b: pp.b, tx: pp.ptx.tx, g: pp.ptx.g}
 	}
 	if len(t.parts) > p.maxConns && t.s.warnedOverflow.CompareAndSwap(false, true) {
 		t.s.log.Warn("a transaction covers more partitions than the pool's MaxConns; opening extra connections for the surplus (raise pool_max_conns to at least the partitions per instance)",
@@ -83,7 +85,7 @@ func (p *Sink) beginPart(ctx context.Context, pooled bool) (*partTx, error) {
 				c.Release()
 				return nil, err
 			}
-			return &partTx{tx: tx, pid: c.Conn().PgConn().PID(), release: func(context.Context) { c.Release() }}, nil
+			return &partTx{g: newGuard(), tx: tx, pid: c.Conn().PgConn().PID(), release: func(context.Context) { c.Release() }}, nil
 		}
 		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
@@ -100,7 +102,7 @@ func (p *Sink) beginPart(ctx context.Context, pooled bool) (*partTx, error) {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	return &partTx{tx: tx, pid: conn.PgConn().PID(), release: func(ctx context.Context) { _ = conn.Close(ctx) }}, nil
+	return &partTx{g: newGuard(), tx: tx, pid: conn.PgConn().PID(), release: func(ctx context.Context) { _ = conn.Close(ctx) }}, nil
 }
 
 // connect opens a dedicated connection configured like the pool's.

@@ -25,6 +25,7 @@ type Writer struct {
 	b   *sinks.Batch
 	tx  pgx.Tx
 	err error
+	g   *guard // shared by the writer and its Atomic sub-writers
 }
 
 // Batch is the batch this writer writes the effects of.
@@ -33,7 +34,10 @@ func (w *Writer) Batch() *sinks.Batch { return w.b }
 // Tx is the batch's transaction. Use it for any SQL: queries, upserts,
 // savepoints (tx.Begin), large objects. It is nil only if the writer was
 // asked for a batch its transaction does not cover; Exec, CopyFrom and SendBatch
-// then return that error.
+// then return that error. Unlike the writer's own methods, calls through Tx
+// are not guarded: a Stage that may outlive its budget (it ignores its
+// context) must write through Exec, CopyFrom and SendBatch, which refuse to
+// touch the connection once the transaction ended. Never keep Tx().Conn().
 func (w *Writer) Tx() pgx.Tx { return w.tx }
 
 // Exec runs sql with args in the batch's transaction. An error that a
@@ -44,6 +48,11 @@ func (w *Writer) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 	if w.err != nil {
 		return pgconn.CommandTag{}, w.err
 	}
+	ctx, done, err := w.g.enter(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer done()
 	tag, err := w.tx.Exec(ctx, sql, args...)
 	return tag, missing(err)
 }
@@ -56,6 +65,11 @@ func (w *Writer) CopyFrom(ctx context.Context, table pgx.Identifier, columns []s
 	if w.err != nil {
 		return 0, w.err
 	}
+	ctx, done, err := w.g.enter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	n, err := w.tx.CopyFrom(ctx, table, columns, rows)
 	if err != nil && table != nil {
 		return n, missingTable(err, table.Sanitize())
@@ -103,7 +117,11 @@ func (w *Writer) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if w.err != nil {
 		return errBatchResults{err: w.err}
 	}
-	return w.tx.SendBatch(ctx, b)
+	ctx, done, err := w.g.enter(ctx)
+	if err != nil {
+		return errBatchResults{err: err}
+	}
+	return &guardedResults{BatchResults: w.tx.SendBatch(ctx, b), release: done}
 }
 
 // errBatchResults is the BatchResults of a writer that has no transaction.
