@@ -310,10 +310,14 @@ func (s *Session) txnTimeout() time.Duration {
 // after the broker fenced the producer epoch, and says what it found ("" if
 // nothing). A fence that comes before the transaction could have timed out
 // was another producer's InitProducerID for our transactional id. Later, the
-// broker may have aborted our own slow transaction; then only a group member
-// that holds our instance id under another member id is a successor. Without
-// static membership there is no such evidence, and re-creating the session is
-// still safe: the broker fences whichever producer is older.
+// broker may have aborted our own slow transaction; then a transaction of our
+// transactional id in progress that began after ours, or a group member that
+// holds our instance id under another member id (static membership), is a
+// successor. A successor that fenced us but has not begun a transaction yet
+// leaves no trace without static membership: re-creating the session is then
+// still safe for the data (the broker fences whichever producer is older),
+// but the successor's next commit is fenced in turn — one more reason for
+// static membership, the default.
 func (s *Session) successor(ctx context.Context) string {
 	if s.gts == nil {
 		return ""
@@ -324,15 +328,26 @@ func (s *Session) successor(ctx context.Context) string {
 			s.cfg.TransactionalID, elapsed.Round(time.Millisecond), timeout)
 	}
 	cl := s.gts.Client()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	// A transaction of our transactional id in progress that began after
+	// ours is a successor's, with or without static membership.
+	if txns, err := adm.DescribeTransactions(dctx, s.cfg.TransactionalID); err == nil {
+		if d, ok := txns[s.cfg.TransactionalID]; ok && d.Err == nil && d.State == "Ongoing" &&
+			d.StartTimestamp >= s.begun.Add(-time.Second).UnixMilli() {
+			return fmt.Sprintf("another producer has a transaction in progress on transactional id %q (epoch %d)", s.cfg.TransactionalID, d.ProducerEpoch)
+		}
+	} else {
+		s.log.Debug("describing the transaction to tell a successor from a timeout", "err", err)
+	}
 	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
 	instance, _ := cl.OptValue(kgo.InstanceID).(string)
 	member, _ := cl.GroupMetadata()
 	if group == "" || instance == "" {
 		return ""
 	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	described, err := kadm.NewClient(cl).DescribeGroups(dctx, group)
+	described, err := adm.DescribeGroups(dctx, group)
 	if err != nil {
 		s.log.Debug("describing the group to tell a successor from a timeout", "err", err)
 		return ""

@@ -160,3 +160,40 @@ func TestOpenAbortsThePredecessorsOpenTransaction(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, out, "the orphan's record is not visible")
 }
+
+// Without static membership: A's transaction outlives its timeout while a
+// successor B, with the same transactional id, has a transaction in progress.
+// A must stop (fatal), not re-create and fence the healthy B.
+func TestEndPastTheTimeoutWithASuccessorInProgressIsFatal(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	open := func(group string) *txn.Session {
+		s, err := txn.Open(context.Background(), txn.Config{
+			ClientOpts: []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.TransactionTimeout(txnTimeout)},
+			ConsumerOpts: []kgo.Opt{kgo.ConsumerGroup(group), kgo.ConsumeTopics("in"),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.SessionTimeout(5 * time.Second)},
+			TransactionalID: "g:a",
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Close(context.Background()) })
+		return s
+	}
+	a := open("g")
+	rs := pollSome(t, a)
+	require.NoError(t, a.Begin(context.Background()))
+	produce(a, rs)
+	require.NoError(t, a.Flush(context.Background()))
+	awaitAborted(t, brokers) // past A's timeout: the broker aborted it
+
+	b := open("g2") // the successor: same transactional id (its own group, so the test needs no rebalance)
+	rb := pollSome(t, b)
+	require.NoError(t, b.Begin(context.Background()))
+	produce(b, rb)
+	require.NoError(t, b.Flush(context.Background()))
+
+	err := a.End(context.Background(), true)
+	require.True(t, sinks.IsFatal(err), "the zombie went on: %v", err)
+	require.ErrorIs(t, err, sinks.ErrFenced)
+	require.Contains(t, err.Error(), "transaction in progress")
+	require.NoError(t, b.End(context.Background(), true), "the successor's commit")
+}
