@@ -261,7 +261,7 @@ func (c *config) validate() error {
 	case c.txnTimeout <= 0:
 		return bad("TransactionTimeout", c.txnTimeout, "must be positive")
 	case c.sessTimeout <= c.txnTimeout:
-		return bad("SessionTimeout", c.sessTimeout, "must be larger than the transaction timeout %v, so a zombie's transaction cannot outlive its group membership", c.txnTimeout)
+		return bad("SessionTimeout", c.sessTimeout, "must be larger than the transaction timeout %v, so a zombie's transaction cannot outlive its group membership: raise pipeline.SessionTimeout above %v, or lower pipeline.TransactionTimeout", c.txnTimeout, c.txnTimeout)
 	case c.heartbeat <= 0 || c.heartbeat*3 > c.sessTimeout:
 		return bad("HeartbeatInterval", c.heartbeat, "must be positive and at most a third of the session timeout %v", c.sessTimeout)
 	case c.preflight < PreflightWarn || c.preflight > PreflightOff:

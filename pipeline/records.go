@@ -57,6 +57,12 @@ type RecordPolicy[W any] struct {
 // records produced in fn back until fn succeeds; *pgsink.Writer runs fn in a
 // savepoint. [PerRecord] needs it to retry or dead-letter a record whose
 // attempt already wrote something.
+//
+// What the policy sees is what fn returns. In Kafka mode a record that Kafka
+// itself refuses (too large, an unknown topic) is refused asynchronously, at
+// commit, after PerRecord finished: that fails the whole batch (a refusal,
+// counted against StageRetries), it is not dead-lettered. Keep outputs within
+// the topic's max.message.bytes.
 type Atomic[W any] interface {
 	Atomic(ctx context.Context, fn func(W) error) error
 }

@@ -93,3 +93,38 @@ func TestPerRecordNeedsAnAtomicWriter(t *testing.T) {
 	err := stage.Process(context.Background(), &sinks.Batch{Topic: "in", Records: []*kgo.Record{{}}}, &fakeWriter{})
 	require.ErrorIs(t, err, pipeline.ErrNotAtomic)
 }
+
+// A failed attempt leaves nothing behind, not even a refusal: a record
+// without a topic produced by an attempt that then fails must not fail the
+// transaction when the retry succeeds (it used to, at once).
+func TestPerRecordFailedAttemptLeavesNoRefusal(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	const n = 20
+	testkit.Produce(t, brokers, "in", n)
+	var once sync.Once
+	rs := pipeline.RecordFunc[kw](func(_ context.Context, r *kgo.Record, w kw) error {
+		failed := false
+		once.Do(func() {
+			w.Produce(&kgo.Record{Value: []byte("no topic")})
+			failed = true
+		})
+		if failed {
+			return errors.New("first attempt fails")
+		}
+		w.Produce(testkit.CopyRecord("out", r))
+		return nil
+	})
+	p := newPipeline(t, brokers, pipeline.PerRecord[kw](rs, pipeline.RecordPolicy[kw]{Retries: 1}), "a", pipeline.StageRetries(0))
+	stop, done := run(p)
+	testkit.WaitFor(t, 30*time.Second, "all records committed", func() bool {
+		select {
+		case err := <-done:
+			require.NoError(t, err, "the failed attempt's refused record failed the batch")
+		default:
+		}
+		return committed(p) >= n
+	})
+	require.NoError(t, stop())
+	require.Zero(t, p.Stats().AbortedTxns)
+	testkit.Verify(t, brokers, "in", "out")
+}

@@ -34,7 +34,12 @@ func (r *reasons) OnBatchAborted(ai pipeline.AbortInfo) {
 // transaction timeout aborts the transaction (and bumps the epoch) before it
 // can commit. No other instance runs: Run must go on, re-create its session
 // and commit everything exactly once, counting the abort as a timeout or an
-// unknown outcome, never as fenced.
+// unknown outcome, never as fenced. (Since the commit's deadline counts from
+// the transaction's start, the client usually gives up before the broker's
+// answer and the abort is an unknown outcome; the branch where the broker's
+// PRODUCER_FENCED / INVALID_PRODUCER_EPOCH arrives is tested directly in txn,
+// TestEndAfterTheBrokerTimedTheTransactionOutIsRetryable, and on Apache Kafka
+// in integration, TestBrokerTimeoutIsNotAFenceOnApacheKafka.)
 func TestBrokerSideTransactionTimeoutIsNotFatal(t *testing.T) {
 	c, brokers := testkit.Cluster(t, 1, "in", "out")
 	const n = 300

@@ -244,9 +244,11 @@ func (s *Session) End(ctx context.Context, commit bool) error {
 // did not (whose InitProducerID fences the old epoch, so the transaction is
 // settled either way), then reads the group's stable committed offsets of the
 // partitions in next. committed is true if every one is exactly at its next
-// offset (the transaction committed); known is false if that could not be
-// read, or if an offset is past next (another owner moved on: the pipeline
-// cannot tell whose commit it was).
+// offset: the group's offsets are at the batch's end, so the batch committed
+// (almost surely this transaction; after a rebalance another owner may have
+// committed exactly the same range, which only makes the counters count it
+// twice). known is false if the offsets could not be read, or if one is past
+// next (another owner moved on: nobody can tell whose commit it was).
 func (s *Session) Committed(ctx context.Context, next map[string]map[int32]int64) (committed, known bool) {
 	if err := s.ensure(ctx); err != nil {
 		s.log.Debug("settling an unknown outcome: re-opening the session", "err", err)

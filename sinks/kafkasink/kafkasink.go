@@ -147,6 +147,11 @@ func (t *kafkaTxn) Commit(ctx context.Context) error {
 	}
 	t.done = true
 	s := t.ks.s
+	// From here on the writers refuse records: one produced by a goroutine
+	// the Stage left behind would otherwise slip into this commit unseen.
+	t.endMu.Lock()
+	t.ended = true
+	t.endMu.Unlock()
 	// Flush first so a refused record aborts the transaction instead of
 	// committing the batch without it.
 	if err := s.Flush(ctx); err != nil {
@@ -234,12 +239,14 @@ func (w *Writer) Batch() *sinks.Batch { return w.b }
 // record produced after the transaction ended (by a Stage call that ignored
 // its context and outlived it) is discarded with the transaction.
 func (w *Writer) Produce(r *kgo.Record) {
-	if r.Topic == "" {
-		w.t.fail("", errors.New("record has no topic"))
+	if w.held != nil {
+		// Inside Atomic: checked when the attempt succeeds, so a failed
+		// attempt leaves nothing behind, not even a refusal.
+		*w.held = append(*w.held, r)
 		return
 	}
-	if w.held != nil {
-		*w.held = append(*w.held, r)
+	if r.Topic == "" {
+		w.t.fail("", errors.New("record has no topic"))
 		return
 	}
 	w.t.endMu.RLock()
