@@ -5,7 +5,8 @@
 # are each broker and controller, listening on 127.0.0.1 only.
 #
 # Usage: scripts/kafka.sh COMMAND
-#   up              one node at 127.0.0.1:9092 (controller 127.0.0.1:9093)
+#   up              one node at 127.0.0.1:9092 (controller 127.0.0.1:9093; ports
+#                   shown for the default EXACTLY_KAFKA_PORT_BASE)
 #   cluster-up      three nodes, ids 1,2,3, brokers 127.0.0.1:9192-9194
 #                   (controllers 127.0.0.1:9292-9294, a 3-voter quorum)
 #   down [single|cluster]
@@ -23,6 +24,13 @@
 #   EXACTLY_KAFKA_VERSION    Kafka release (default 4.1.2)
 #   EXACTLY_KAFKA_HEAP       max heap per node (default 512m)
 #   EXACTLY_KAFKA_READY_TIMEOUT  seconds to wait for a node to answer (default 90)
+#   EXACTLY_KAFKA_PORT_BASE  port of the single broker (default 9092); every
+#                            other port follows from it: single controller
+#                            BASE+1, cluster brokers BASE+100..102, cluster
+#                            controllers BASE+200..202. Use it with its own
+#                            EXACTLY_STATE to run a second set of nodes, e.g.
+#                            EXACTLY_KAFKA_PORT_BASE=9392 EXACTLY_STATE=/tmp/x
+#                            gives a cluster at 9492-9494 (controllers 9592-9594).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +44,9 @@ readonly LIBS_MARKER="$KAFKA_HOME/.complete"
 readonly STATE="${EXACTLY_STATE:-/tmp/exactly-kafka}"
 readonly HEAP="${EXACTLY_KAFKA_HEAP:-512m}"
 readonly READY_TIMEOUT="${EXACTLY_KAFKA_READY_TIMEOUT:-90}"
+readonly PORT_BASE="${EXACTLY_KAFKA_PORT_BASE:-9092}"
+[[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) ||
+	{ printf 'kafka.sh: ERROR: EXACTLY_KAFKA_PORT_BASE must be a port number in 1024-65000 (got %s)\n' "$PORT_BASE" >&2; exit 1; }
 readonly READY_BIN="$STATE/bin/kafkaready"
 readonly CLUSTER_IDS=(1 2 3)
 
@@ -51,15 +62,15 @@ die() {
 node_dir() { printf '%s/%s' "$STATE" "$1"; }
 broker_port() {
 	case "$1" in
-	single) echo 9092 ;;
-	node[123]) echo $((9191 + ${1#node})) ;;
+	single) echo "$PORT_BASE" ;;
+	node[123]) echo $((PORT_BASE + 99 + ${1#node})) ;;
 	*) die "unknown node $1" ;;
 	esac
 }
 controller_port() {
 	case "$1" in
-	single) echo 9093 ;;
-	node[123]) echo $((9291 + ${1#node})) ;;
+	single) echo $((PORT_BASE + 1)) ;;
+	node[123]) echo $((PORT_BASE + 199 + ${1#node})) ;;
 	*) die "unknown node $1" ;;
 	esac
 }
