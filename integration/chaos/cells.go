@@ -300,7 +300,7 @@ func Matrix(scale float64) []Cell {
 		{Name: "client-clean-bounce", Fault: "SIGTERM each worker x3", Mode: Kafka, Records: n(30_000), Rate: 1000, Workers: 3,
 			Schedule: bounceSchedule(syscall.SIGTERM, 3)},
 		{Name: "zombie", Fault: "SIGSTOP past session, SIGCONT", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 2,
-			Schedule: zombieSchedule, ExtraArgs: nil},
+			Schedule: zombieSchedule, ExtraArgs: []string{"-announce-stage"}},
 		{Name: "broker-hard-bounce", Fault: "kill -9 each broker", Mode: Kafka, Records: n(30_000), Rate: 500, Workers: 3,
 			Schedule: brokerSchedule},
 		{Name: "pg-baseline", Fault: "none", Mode: Postgres, Records: n(20_000), Rate: 4000, Workers: 3},
