@@ -289,6 +289,13 @@ func (r *Run) noteAborts() {
 	r.Note("transactions: %d committed; aborted: %s", commits, strings.Join(parts, " "))
 }
 
+// ShortCell is the one short cell that `make test` could run: one round of
+// SIGKILL bounces of two workers, 6,000 records, Kafka mode.
+func ShortCell() Cell {
+	return Cell{Name: "short-hard-bounce", Fault: "SIGKILL each worker x1", Mode: Kafka, Records: 6000, Rate: 1000, Workers: 2,
+		Schedule: bounceSchedule(syscall.SIGKILL, 1)}
+}
+
 // Matrix is the full suite, in priority order. scale multiplies the record
 // counts (1 for `make chaos`).
 func Matrix(scale float64) []Cell {

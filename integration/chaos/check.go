@@ -55,13 +55,7 @@ func (r *Run) check(ctx context.Context, res *Result) {
 		err error
 	)
 	if r.Cell.Mode == Kafka {
-		rep, err = verify.Check(ctx, verify.Options{
-			ClientOpts: []kgo.Opt{kgo.SeedBrokers(r.Cfg.Brokers...)},
-			Input:      r.in,
-			Outputs:    []string{r.out},
-			SourceOf:   verify.SourceFromHeaders,
-			Timeout:    2 * time.Minute,
-		})
+		rep, err = KafkaReport(ctx, r.Cfg.Brokers, r.in, r.out)
 	} else {
 		rep, err = r.checkPG(ctx)
 	}
@@ -81,6 +75,19 @@ func (r *Run) check(ctx context.Context, res *Result) {
 	for _, o := range open {
 		r.Note("open: %s", o)
 	}
+}
+
+// KafkaReport is the Kafka-mode verifier: the input and the output read to
+// their ends with read_committed consumers, each output naming its source
+// in its headers.
+func KafkaReport(ctx context.Context, brokers []string, in, out string) (verify.Report, error) {
+	return verify.Check(ctx, verify.Options{
+		ClientOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)},
+		Input:      in,
+		Outputs:    []string{out},
+		SourceOf:   verify.SourceFromHeaders,
+		Timeout:    2 * time.Minute,
+	})
 }
 
 // checkPG is the SQL verifier of Postgres mode: the input read with

@@ -519,8 +519,7 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 		res.Failures = append(res.Failures, r.failures...)
 		res.Restarts = append(res.Restarts, r.restarts...)
 		r.mu.Unlock()
-		res.Passed = len(res.Failures) == 0 && res.Checked && res.Duplicates == 0 && res.Missing == 0 &&
-			res.OrderViolations == 0 && res.Unknown == 0 && res.OpenTxns == 0
+		res.Passed = len(res.Failures) == 0 && res.Exact()
 	}()
 	if cell.Mode == Postgres && cfg.PGURL == "" {
 		r.Fail("no Postgres URL")
