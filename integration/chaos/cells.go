@@ -30,6 +30,12 @@ func bounceSchedule(sig syscall.Signal, rounds int) func(context.Context, *Run) 
 			}
 		}
 		r.Note("%d %v bounces, the k-th at >= 20%%+k*%.1f%% progress; restart to first commit: %v", total, sig, 60/float64(total), r.restartsCopy())
+		if sig == syscall.SIGKILL && r.Cell.Mode == Kafka {
+			r.mu.Lock()
+			n := r.orphans
+			r.mu.Unlock()
+			r.Note("%d of %d SIGKILLs left the worker's transaction open (Ongoing) for its restart to fence", n, total)
+		}
 		return nil
 	}
 }
@@ -198,15 +204,15 @@ func brokerSchedule(ctx context.Context, r *Run) error {
 		}
 		killed := time.Now()
 		err := r.WaitProgress(ctx, from+0.03, 2*time.Minute)
-		down := r.Progress()
+		resumed := time.Since(killed)
 		if serr := r.Cfg.Cluster.Start(ctx, id); serr != nil {
 			return serr
 		}
 		if err != nil {
 			r.Fail("with broker %d down: %v", id, err)
 		}
-		r.Note("broker %d: kill -9 at %.0f%%; %.0f%% committed with it down (%v); back with full ISRs %v after the kill, at %.0f%%",
-			id, 100*from, 100*(down-from), time.Since(killed).Round(time.Millisecond), time.Since(killed).Round(time.Second), 100*r.Progress())
+		r.Note("broker %d: kill -9 at %.0f%%; +3%% committed with it down %v after the kill; %.0f%% committed before it was back with full ISRs %v after the kill",
+			id, 100*from, resumed.Round(time.Millisecond), 100*(r.Progress()-from), time.Since(killed).Round(time.Second))
 	}
 	return nil
 }

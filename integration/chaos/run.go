@@ -92,6 +92,7 @@ type Run struct {
 	live     map[string]*Proc // the current process per instance id that should run
 	intended map[*Proc]bool   // processes the schedule signalled
 	restarts []time.Duration
+	orphans  int // SIGKILLs that left a transaction open
 	notes    []string
 	failures []string
 }
@@ -246,6 +247,9 @@ func (r *Run) Bounce(ctx context.Context, id string, sig syscall.Signal) error {
 	if err := r.Stop(p, sig); err != nil {
 		return err
 	}
+	if sig == syscall.SIGKILL && r.Cell.Mode == Kafka {
+		r.noteOrphan(ctx, id)
+	}
 	np, err := r.Start(id)
 	if err != nil {
 		return err
@@ -260,6 +264,21 @@ func (r *Run) Bounce(ctx context.Context, id string, sig syscall.Signal) error {
 	r.mu.Unlock()
 	r.logf("%v %s at %.0f%%: restart to first commit %v", sig, id, 100*at, took.Round(time.Millisecond))
 	return nil
+}
+
+// noteOrphan counts a SIGKILL that left the worker's transaction open
+// (the restart must fence it at once).
+func (r *Run) noteOrphan(ctx context.Context, id string) {
+	txnID := r.group + ":" + id
+	d, err := r.adm.DescribeTransactions(ctx, txnID)
+	if err != nil {
+		return
+	}
+	if t, ok := d[txnID]; ok && t.Err == nil && t.State == "Ongoing" {
+		r.mu.Lock()
+		r.orphans++
+		r.mu.Unlock()
+	}
 }
 
 // Progress is the fraction of the cell's records committed.
