@@ -292,7 +292,15 @@ func (r *Run) noteAborts() {
 	if len(parts) == 0 {
 		parts = []string{"none"}
 	}
-	r.Note("transactions: %d committed; aborted: %s", commits, strings.Join(parts, " "))
+	aborted := 0
+	for _, v := range total {
+		aborted += v
+	}
+	frac := 0.0
+	if commits+aborted > 0 {
+		frac = float64(aborted) / float64(commits+aborted)
+	}
+	r.Note("transactions: %d committed; aborted: %s (%.0f%% of all)", commits, strings.Join(parts, " "), 100*frac)
 }
 
 // ShortCell is the one short cell that `make test` could run: one round of
@@ -323,9 +331,9 @@ func Matrix(scale float64) []Cell {
 			Schedule: bounceSchedule(syscall.SIGTERM, 3)},
 		{Name: "rebalance-churn", Fault: "join/leave, SIGKILL+SIGTERM", Mode: Kafka, Records: n(30_000), Rate: 1000, Workers: 3,
 			Schedule: churnSchedule},
-		{Name: "random-aborts", Fault: "1/3 of Stage calls fail", Mode: Kafka, Records: n(20_000), Rate: 2000, Workers: 3,
-			AbortRate: 0.33, Schedule: abortsSummary},
-		{Name: "pg-random-aborts", Fault: "1/3 of Stage calls fail", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,
-			AbortRate: 0.33, Schedule: abortsSummary},
+		{Name: "random-aborts", Fault: "1/5 Stage calls fail", Mode: Kafka, Records: n(20_000), Rate: 2000, Workers: 3,
+			AbortRate: 0.2, Schedule: abortsSummary},
+		{Name: "pg-random-aborts", Fault: "1/5 Stage calls fail", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,
+			AbortRate: 0.2, Schedule: abortsSummary},
 	}
 }
