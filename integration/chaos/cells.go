@@ -335,5 +335,7 @@ func Matrix(scale float64) []Cell {
 			AbortRate: 0.2, Schedule: abortsSummary},
 		{Name: "pg-random-aborts", Fault: "1/5 Stage calls fail", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,
 			AbortRate: 0.2, Schedule: abortsSummary},
+		{Name: "pg-lost-commit-ack", Fault: "proxy drops every 25th COMMIT answer", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,
+			LostCommitAck: 25, Schedule: abortsSummary},
 	}
 }

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -170,4 +172,51 @@ func TestChaosShort(t *testing.T) {
 	t.Logf("\n%s", Table([]Result{res}))
 	require.True(t, res.Passed, "%s", Table([]Result{res}))
 	require.Len(t, res.Restarts, 2)
+}
+
+// TestLostAckProxy: through the proxy, a COMMIT whose answer is dropped
+// fails on the client although the transaction committed. Needs Postgres
+// (EXACTLY_PG_URL); skips without it.
+func TestLostAckProxy(t *testing.T) {
+	pgURL := os.Getenv("EXACTLY_PG_URL")
+	if pgURL == "" {
+		t.Skip("EXACTLY_PG_URL not set")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	direct, err := pgx.Connect(ctx, pgURL)
+	require.NoError(t, err)
+	defer direct.Close(context.Background())
+	cfg := direct.Config()
+	p := &LostAckProxy{Target: cfg.Host + ":" + strconv.Itoa(int(cfg.Port)), Every: 2}
+	addr, err := p.Listen()
+	require.NoError(t, err)
+	defer p.Close()
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	pc := cfg.Copy()
+	pc.Host = host
+	n, _ := strconv.Atoi(port)
+	pc.Port = uint16(n)
+	table := "chaos_proxy_test_" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	_, err = direct.Exec(ctx, "CREATE TABLE "+table+" (v int)")
+	require.NoError(t, err)
+	defer direct.Exec(context.Background(), "DROP TABLE "+table) //nolint:errcheck
+
+	insert := func(v int) error {
+		c, err := pgx.ConnectConfig(ctx, pc)
+		require.NoError(t, err)
+		defer c.Close(context.Background())
+		tx, err := c.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1)", v)
+		require.NoError(t, err)
+		return tx.Commit(ctx)
+	}
+	require.NoError(t, insert(1)) // the 1st COMMIT is answered
+	require.Error(t, insert(2))   // the 2nd's answer is dropped
+	require.Equal(t, int64(1), p.Dropped())
+	var count int
+	require.NoError(t, direct.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&count))
+	require.Equal(t, 2, count, "the transaction whose answer was lost committed")
 }

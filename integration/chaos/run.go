@@ -68,6 +68,9 @@ type Cell struct {
 	Schedule func(ctx context.Context, r *Run) error
 	// ExtraArgs are given to every worker of the cell.
 	ExtraArgs []string
+	// LostCommitAck > 0 puts a LostAckProxy between the workers and
+	// Postgres that drops the answer to every LostCommitAck-th COMMIT.
+	LostCommitAck int64
 }
 
 // Run is one cell being run.
@@ -78,9 +81,11 @@ type Run struct {
 
 	in, out, group, table string
 
-	adm  *kadm.Client
-	kcl  *kgo.Client
-	pool *pgxpool.Pool
+	adm       *kadm.Client
+	kcl       *kgo.Client
+	pool      *pgxpool.Pool
+	proxy     *LostAckProxy
+	proxyAddr string
 
 	committed atomic.Int64 // records committed, summed over every process's COMMIT lines
 	fed       atomic.Int64
@@ -153,12 +158,25 @@ func (r *Run) workerArgs(id string) []string {
 	if r.Cell.Mode == Kafka {
 		a = append(a, "-out", r.out)
 	} else {
-		a = append(a, "-pg", r.pgURL("chaos-"+r.Cfg.RunID+"-"+id), "-pg-schema", r.Cfg.PGSchema, "-pg-table", r.table)
+		a = append(a, "-pg", r.workerPGURL(id), "-pg-schema", r.Cfg.PGSchema, "-pg-table", r.table)
 	}
 	if r.Cell.AbortRate > 0 {
 		a = append(a, "-abort-rate", strconv.FormatFloat(r.Cell.AbortRate, 'f', -1, 64))
 	}
 	return append(a, r.Cell.ExtraArgs...)
+}
+
+func (r *Run) workerPGURL(id string) string {
+	u := r.pgURL("chaos-" + r.Cfg.RunID + "-" + id)
+	if r.proxyAddr == "" {
+		return u
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	pu.Host = r.proxyAddr
+	return pu.String()
 }
 
 func (r *Run) pgURL(app string) string {
@@ -468,6 +486,13 @@ func (r *Run) setup(ctx context.Context) error {
 		if err := pgMigrate(ctx, pool, r.Cfg.PGSchema); err != nil {
 			return err
 		}
+		if r.Cell.LostCommitAck > 0 {
+			pc := pool.Config().ConnConfig
+			r.proxy = &LostAckProxy{Target: fmt.Sprintf("%s:%d", pc.Host, pc.Port), Every: r.Cell.LostCommitAck}
+			if r.proxyAddr, err = r.proxy.Listen(); err != nil {
+				return err
+			}
+		}
 		if _, err := pool.Exec(ctx, `CREATE TABLE `+pgx.Identifier{r.Cfg.PGSchema, r.table}.Sanitize()+` (
 			id bigserial PRIMARY KEY, part integer NOT NULL, off bigint NOT NULL, worker text NOT NULL)`); err != nil {
 			return fmt.Errorf("creating the result table: %w", err)
@@ -482,6 +507,9 @@ func (r *Run) teardown() {
 	r.mu.Unlock()
 	for _, p := range procs {
 		p.kill()
+	}
+	if r.proxy != nil {
+		r.proxy.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -591,6 +619,12 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 	}
 	r.supervise() // reports workers that had died since
 	r.noteAborts()
+	if r.proxy != nil {
+		r.Note("the proxy saw %d COMMITs and dropped the answer to %d of them", r.proxy.commits.Load(), r.proxy.Dropped())
+		if r.proxy.Dropped() == 0 {
+			r.Fail("the proxy dropped no COMMIT answer")
+		}
+	}
 	r.check(ctx, &res)
 	return res
 }
