@@ -90,16 +90,19 @@ type Run struct {
 	committed atomic.Int64 // records committed, summed over every process's COMMIT lines
 	fed       atomic.Int64
 
-	mu       sync.Mutex
-	changed  chan struct{}
-	procs    []*Proc
-	gens     map[string]int
-	live     map[string]*Proc // the current process per instance id that should run
-	intended map[*Proc]bool   // processes the schedule signalled
-	restarts []time.Duration
-	orphans  int // SIGKILLs that left a transaction open
-	notes    []string
-	failures []string
+	mu         sync.Mutex
+	changed    chan struct{}
+	procs      []*Proc
+	gens       map[string]int
+	live       map[string]*Proc // the current process per instance id that should run
+	intended   map[*Proc]bool   // processes the schedule signalled
+	restarts   []time.Duration
+	orphans    int // SIGKILLs that left a transaction open
+	lastCommit time.Time
+	maxGap     time.Duration // the longest time between two commits of any worker
+	maxGapAt   float64       // progress when it ended
+	notes      []string
+	failures   []string
 }
 
 func (r *Run) logf(format string, args ...any) {
@@ -128,6 +131,11 @@ func (r *Run) Fail(format string, args ...any) {
 
 func (r *Run) notify() {
 	r.mu.Lock()
+	now := time.Now()
+	if !r.lastCommit.IsZero() && now.Sub(r.lastCommit) > r.maxGap {
+		r.maxGap, r.maxGapAt = now.Sub(r.lastCommit), float64(r.committed.Load())/float64(r.Cell.Records)
+	}
+	r.lastCommit = now
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -282,6 +290,20 @@ func (r *Run) Bounce(ctx context.Context, id string, sig syscall.Signal) error {
 	r.mu.Unlock()
 	r.logf("%v %s at %.0f%%: restart to first commit %v", sig, id, 100*at, took.Round(time.Millisecond))
 	return nil
+}
+
+// countLogLines counts the lines of the cell's worker logs that contain s.
+func (r *Run) countLogLines(s string) int {
+	files, _ := filepath.Glob(filepath.Join(r.Dir, "*.log"))
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n += strings.Count(string(b), s)
+	}
+	return n
 }
 
 // noteOrphan counts a SIGKILL that left the worker's transaction open
@@ -619,8 +641,13 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 	}
 	r.supervise() // reports workers that had died since
 	r.noteAborts()
+	r.mu.Lock()
+	gap, gapAt := r.maxGap, r.maxGapAt
+	r.mu.Unlock()
+	r.Note("longest time without any commit: %v (ending at %.0f%% progress)", gap.Round(time.Millisecond), 100*gapAt)
 	if r.proxy != nil {
-		r.Note("the proxy saw %d COMMITs and dropped the answer to %d of them", r.proxy.commits.Load(), r.proxy.Dropped())
+		r.Note("the proxy saw %d COMMITs and dropped the answer to %d of them; the workers logged %d \"commit outcome unknown; resolving it from the database\"",
+			r.proxy.commits.Load(), r.proxy.Dropped(), r.countLogLines("commit outcome unknown"))
 		if r.proxy.Dropped() == 0 {
 			r.Fail("the proxy dropped no COMMIT answer")
 		}
