@@ -5,6 +5,7 @@
 #   make integration       integration tests against running services (fail if absent)
 #   make services-up       PostgreSQL + single Kafka broker + 3-node Kafka cluster
 #   make kafka-down pg-down
+#   make chaos             the fault suite on its own 3-node Kafka cluster (never part of test)
 #
 # Variables already set in the environment win over the defaults below.
 
@@ -29,7 +30,7 @@ SERVICES_ENV = EXACTLY_KAFKA_BROKERS='$(EXACTLY_KAFKA_BROKERS)' \
 	EXACTLY_KAFKA_SCRIPT='$(EXACTLY_KAFKA_SCRIPT)'
 
 
-.PHONY: test vet unit integration bench \
+.PHONY: test vet unit integration bench chaos \
 	services-up services-down kafka-up kafka-cluster-up kafka-down pg-up pg-down
 
 # Services start before the unit tests: the Postgres sink's tests in ./sinks
@@ -61,6 +62,16 @@ integration:
 # and skip otherwise. Example: make bench BENCH=Pipeline BENCH_FLAGS=-benchtime=5s
 bench:
 	$(SERVICES_ENV) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_FLAGS) ./...
+
+# The fault suite (integration/chaos): workers as OS processes, real faults,
+# on its own 3-node cluster (EXACTLY_CHAOS_PORT_BASE 9392: brokers 9492-9494,
+# controllers 9592-9594, state EXACTLY_CHAOS_STATE), stopped at the end.
+# Postgres mode uses the schema "chaos" of EXACTLY_PG_URL. CHAOS_FLAGS, e.g.
+# CHAOS_FLAGS='-cells ^baseline$$'. The last line is the summary.
+CHAOS_FLAGS ?=
+# Postgres must run already (make pg-up): this target never starts or stops it.
+chaos:
+	@EXACTLY_PG_URL='$(EXACTLY_PG_URL)' $(GO) run ./integration/chaos/driver $(CHAOS_FLAGS)
 
 services-up:
 	$(MAKE) pg-up

@@ -1,0 +1,222 @@
+package chaos
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/internal/verify"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
+)
+
+// plant is a doctoring of an exact output.
+type plant struct {
+	name                   string
+	doctor                 func([]int) []int // indexes of the input records, in output order
+	dups, missing, reorder int
+}
+
+var plants = []plant{
+	{"exact", func(o []int) []int { return o }, 0, 0, 0},
+	{"duplicate", func(o []int) []int { return append(o[:6:6], append([]int{o[5]}, o[6:]...)...) }, 1, 0, 0},
+	{"gap", func(o []int) []int { return append(o[:4:4], o[5:]...) }, 0, 1, 0},
+	{"reorder", func(o []int) []int {
+		o = append([]int(nil), o...)
+		o[2], o[3] = o[3], o[2] // two records of partition 0
+		return o
+	}, 0, 0, 1},
+}
+
+// TestCheckCatchesPlantedKafka feeds the driver's Kafka-mode check
+// (KafkaReport, read_committed) doctored outputs on an in-process cluster:
+// a planted duplicate, gap and reorder must each fail the cell.
+func TestCheckCatchesPlantedKafka(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "out-exact", "out-duplicate", "out-gap", "out-reorder"))
+	require.NoError(t, err)
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	var in []*kgo.Record
+	for i := range 10 {
+		in = append(in, &kgo.Record{Topic: "in", Partition: 0, Value: []byte(strconv.Itoa(i))})
+	}
+	require.NoError(t, cl.ProduceSync(ctx, in...).FirstErr())
+	produced := in // ProduceSync fills in each record's partition and offset
+	order := make([]int, len(produced))
+	for i := range order {
+		order[i] = i
+	}
+	for _, pl := range plants {
+		t.Run(pl.name, func(t *testing.T) {
+			out := "out-" + pl.name
+			var rs []*kgo.Record
+			for _, i := range pl.doctor(order) {
+				rs = append(rs, &kgo.Record{Topic: out, Value: produced[i].Value, Headers: kafkasink.AppendSourceHeaders(nil, produced[i])})
+			}
+			require.NoError(t, cl.ProduceSync(ctx, rs...).FirstErr())
+			rep, err := KafkaReport(ctx, brokers, "in", out)
+			require.NoError(t, err)
+			var r Result
+			r.Apply(rep)
+			require.Equal(t, pl.dups, r.Duplicates, "%v", rep)
+			require.Equal(t, pl.missing, r.Missing, "%v", rep)
+			require.Equal(t, pl.reorder, r.OrderViolations, "%v", rep)
+			require.Equal(t, pl.name == "exact", r.Exact(), "%v", rep)
+		})
+	}
+}
+
+// TestCheckCatchesPlantedRows does the same for Postgres mode's check over
+// result rows in insertion order (CompareRows), over two input partitions.
+func TestCheckCatchesPlantedRows(t *testing.T) {
+	var inputs []verify.Source
+	var rows []RowSource
+	for i := range 10 {
+		p, o := int32(i%2), int64(i/2)
+		inputs = append(inputs, verify.Source{Topic: "in", Partition: p, Offset: o})
+		rows = append(rows, RowSource{Partition: p, Offset: o})
+	}
+	for _, pl := range plants {
+		t.Run(pl.name, func(t *testing.T) {
+			idx := make([]int, len(rows))
+			for i := range idx {
+				idx[i] = i
+			}
+			// For the reorder, swap two rows of the same partition.
+			doctored := pl.doctor(idx)
+			if pl.name == "reorder" {
+				doctored = append([]int(nil), idx...)
+				doctored[2], doctored[4] = doctored[4], doctored[2]
+			}
+			var got []RowSource
+			for _, i := range doctored {
+				got = append(got, rows[i])
+			}
+			var r Result
+			r.Apply(CompareRows(inputs, "in", "rows", got))
+			require.Equal(t, pl.dups, r.Duplicates)
+			require.Equal(t, pl.missing, r.Missing)
+			require.Equal(t, pl.reorder, r.OrderViolations)
+			require.Equal(t, pl.name == "exact", r.Exact())
+		})
+	}
+}
+
+// TestTableSummary: the table's last line is the summary, with real counts.
+func TestTableSummary(t *testing.T) {
+	ok := Result{Cell: "a", Checked: true, Passed: true, Restarts: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}}
+	bad := Result{Cell: "b", Checked: true, Duplicates: 2, Missing: 3, Failures: []string{"x"}}
+	out := Table([]Result{ok, bad})
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	require.Equal(t, "chaos: cells=2 passed=1 duplicates=2 missing=3", lines[len(lines)-1])
+	require.Contains(t, out, "| 2s ")
+	require.Equal(t, 2*time.Second, Percentile(ok.Restarts, 50))
+	require.Equal(t, 3*time.Second, Percentile(ok.Restarts, 100))
+}
+
+// TestChaosShort runs ShortCell against the suite's own 3-node cluster
+// (started with scripts/kafka.sh at EXACTLY_CHAOS_PORT_BASE, default 9392:
+// brokers 9492-9494, state EXACTLY_CHAOS_STATE, default /tmp/exactly-chaos)
+// and requires it to pass. It skips unless EXACTLY_CHAOS=1. The cluster is
+// stopped at the end unless EXACTLY_CHAOS_KEEP=1.
+func TestChaosShort(t *testing.T) {
+	if os.Getenv("EXACTLY_CHAOS") != "1" {
+		t.Skip("set EXACTLY_CHAOS=1 to run a short chaos cell (starts its own 3-node Kafka cluster)")
+	}
+	base := 9392
+	if v, err := strconv.Atoi(os.Getenv("EXACTLY_CHAOS_PORT_BASE")); err == nil {
+		base = v
+	}
+	state := os.Getenv("EXACTLY_CHAOS_STATE")
+	if state == "" {
+		state = "/tmp/exactly-chaos"
+	}
+	root, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "worker")
+	build := exec.Command("go", "build", "-o", bin, "./integration/chaos/worker")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cl := &Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: state, PortBase: base, Log: t.Logf}
+	require.NoError(t, cl.Up(ctx))
+	if os.Getenv("EXACTLY_CHAOS_KEEP") != "1" {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			require.NoError(t, cl.Down(ctx))
+		})
+	}
+	cfg := Config{Brokers: cl.Brokers(), Cluster: cl, KafkaVersion: "4.1.2", WorkerBin: bin, Dir: dir,
+		RunID: "t" + strconv.FormatInt(time.Now().Unix()%100000, 36), Log: t.Logf}
+	res := RunCell(ctx, cfg, ShortCell())
+	t.Logf("\n%s", Table([]Result{res}))
+	require.True(t, res.Passed, "%s", Table([]Result{res}))
+	require.Len(t, res.Restarts, 2)
+}
+
+// TestLostAckProxy: through the proxy, a COMMIT whose answer is dropped
+// fails on the client although the transaction committed. Needs Postgres
+// (EXACTLY_PG_URL); skips without it.
+func TestLostAckProxy(t *testing.T) {
+	pgURL := os.Getenv("EXACTLY_PG_URL")
+	if pgURL == "" {
+		t.Skip("EXACTLY_PG_URL not set")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	direct, err := pgx.Connect(ctx, pgURL)
+	require.NoError(t, err)
+	defer direct.Close(context.Background())
+	cfg := direct.Config()
+	p := &LostAckProxy{Target: cfg.Host + ":" + strconv.Itoa(int(cfg.Port)), Every: 2}
+	addr, err := p.Listen()
+	require.NoError(t, err)
+	defer p.Close()
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	pc := cfg.Copy()
+	pc.Host = host
+	n, _ := strconv.Atoi(port)
+	pc.Port = uint16(n)
+	table := "chaos_proxy_test_" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	_, err = direct.Exec(ctx, "CREATE TABLE "+table+" (v int)")
+	require.NoError(t, err)
+	defer direct.Exec(context.Background(), "DROP TABLE "+table) //nolint:errcheck
+
+	insert := func(v int) error {
+		c, err := pgx.ConnectConfig(ctx, pc)
+		require.NoError(t, err)
+		defer c.Close(context.Background())
+		tx, err := c.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1)", v)
+		require.NoError(t, err)
+		return tx.Commit(ctx)
+	}
+	require.NoError(t, insert(1)) // the 1st COMMIT is answered
+	require.Error(t, insert(2))   // the 2nd's answer is dropped
+	require.Equal(t, int64(1), p.Dropped())
+	var count int
+	require.NoError(t, direct.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&count))
+	require.Equal(t, 2, count, "the transaction whose answer was lost committed")
+}

@@ -1,0 +1,180 @@
+package chaos
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LostAckProxy is a TCP proxy between workers and Postgres (loopback only)
+// that, for every Every-th COMMIT it sees, lets the COMMIT reach the server
+// but drops the server's answer: it closes both sides of the connection
+// instead of forwarding the CommandComplete "COMMIT". The client then does
+// not know whether its transaction committed (it did).
+//
+// It parses the PostgreSQL wire protocol (v3, no TLS: sslmode=disable):
+// the client's untyped startup message, then typed messages both ways. A
+// COMMIT is a simple Query whose text starts with "commit" (what pgx's
+// Tx.Commit sends).
+type LostAckProxy struct {
+	Target string
+	Every  int64
+
+	ln      net.Listener
+	commits atomic.Int64
+	dropped atomic.Int64
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closed  bool
+}
+
+// Listen starts the proxy on a free loopback port.
+func (p *LostAckProxy) Listen() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	p.ln = ln
+	p.conns = map[net.Conn]struct{}{}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+// Dropped is the number of COMMIT answers dropped.
+func (p *LostAckProxy) Dropped() int64 { return p.dropped.Load() }
+
+// Close stops the proxy and closes every connection.
+func (p *LostAckProxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+	}
+	p.wg.Wait()
+}
+
+func (p *LostAckProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *LostAckProxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	c.Close()
+}
+
+func (p *LostAckProxy) serve(client net.Conn) {
+	if !p.track(client) {
+		client.Close()
+		return
+	}
+	defer p.untrack(client)
+	server, err := net.DialTimeout("tcp", p.Target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	if !p.track(server) {
+		server.Close()
+		return
+	}
+	defer p.untrack(server)
+	var drop atomic.Bool // the next CommandComplete COMMIT is dropped
+	done := make(chan struct{}, 2)
+	go func() { // client -> server
+		defer func() { done <- struct{}{} }()
+		first := true
+		for {
+			typ, msg, err := readMsg(client, first)
+			if err != nil {
+				return
+			}
+			if !first && typ == 'Q' && len(msg) > 5 && bytes.HasPrefix(bytes.ToLower(msg[5:]), []byte("commit")) {
+				if n := p.commits.Add(1); p.Every > 0 && n%p.Every == 0 {
+					drop.Store(true)
+				}
+			}
+			first = false
+			if _, err := server.Write(msg); err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // server -> client
+		defer func() { done <- struct{}{} }()
+		for {
+			typ, msg, err := readMsg(server, false)
+			if err != nil {
+				return
+			}
+			if typ == 'C' && drop.Load() && len(msg) > 5 && bytes.HasPrefix(msg[5:], []byte("COMMIT")) {
+				p.dropped.Add(1)
+				return // the answer is lost: close both sides
+			}
+			if _, err := client.Write(msg); err != nil {
+				return
+			}
+		}
+	}()
+	<-done
+}
+
+// readMsg reads one protocol message, returning its type and its bytes as
+// they were on the wire. The startup message (and an SSLRequest) has no type.
+func readMsg(r io.Reader, untyped bool) (byte, []byte, error) {
+	if untyped {
+		var hdr [4]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return 0, nil, err
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n < 4 || n > 1<<20 {
+			return 0, nil, io.ErrUnexpectedEOF
+		}
+		msg := make([]byte, n)
+		copy(msg, hdr[:])
+		_, err := io.ReadFull(r, msg[4:])
+		return 0, msg, err
+	}
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n < 4 || n > 1<<30 {
+		return 0, nil, io.ErrUnexpectedEOF
+	}
+	msg := make([]byte, 1+n)
+	copy(msg, hdr[:])
+	_, err := io.ReadFull(r, msg[5:])
+	return hdr[0], msg, err
+}

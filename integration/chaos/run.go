@@ -1,0 +1,670 @@
+// Package chaos is the fault suite: it runs pipeline workers as separate OS
+// processes (integration/chaos/worker) against the suite's own 3-node Apache
+// Kafka cluster (and Postgres), feeds input, injects faults on a schedule
+// that waits for progress (SIGKILL, SIGTERM, SIGSTOP/SIGCONT of workers,
+// kill -9 of brokers, random Stage failures, churn), and checks the output
+// with the independent verifier (internal/verify: a read_committed consumer,
+// or SQL over the result rows): 0 duplicates, 0 missing, order kept per input
+// partition, no transaction left open. `make chaos` runs the matrix
+// (integration/chaos/driver); TestChaosShort runs one short cell.
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/sinks/pgsink"
+)
+
+// Config is what every cell shares.
+type Config struct {
+	Brokers      []string // the suite's own cluster
+	Cluster      *Cluster // to kill and restart its nodes (broker cells)
+	KafkaVersion string   // for the table
+	PGURL        string   // Postgres cells; "" skips them
+	PGSchema     string   // the suite's schema in the shared server (default "chaos")
+	WorkerBin    string   // the built integration/chaos/worker
+	Dir          string   // logs
+	RunID        string   // makes topic, group and table names unique
+	Partitions   int32    // input and output partitions (default 6)
+	Log          func(format string, args ...any)
+}
+
+// Mode is where the effects go.
+type Mode string
+
+// The modes.
+const (
+	Kafka    Mode = "kafka"
+	Postgres Mode = "postgres"
+)
+
+// Cell is one row of the matrix.
+type Cell struct {
+	Name      string
+	Fault     string
+	Mode      Mode
+	Records   int
+	Rate      int // records per second the feeder writes
+	Workers   int
+	AbortRate float64 // probability that a Stage call fails
+	// Schedule injects the faults; it runs while the feeder writes and
+	// returns once every fault was injected (and healed).
+	Schedule func(ctx context.Context, r *Run) error
+	// ExtraArgs are given to every worker of the cell.
+	ExtraArgs []string
+	// LostCommitAck > 0 puts a LostAckProxy between the workers and
+	// Postgres that drops the answer to every LostCommitAck-th COMMIT.
+	LostCommitAck int64
+}
+
+// Run is one cell being run.
+type Run struct {
+	Cfg  Config
+	Cell Cell
+	Dir  string
+
+	in, out, group, table string
+
+	adm       *kadm.Client
+	kcl       *kgo.Client
+	pool      *pgxpool.Pool
+	proxy     *LostAckProxy
+	proxyAddr string
+
+	committed atomic.Int64 // records committed, summed over every process's COMMIT lines
+	fed       atomic.Int64
+
+	mu         sync.Mutex
+	changed    chan struct{}
+	procs      []*Proc
+	gens       map[string]int
+	live       map[string]*Proc // the current process per instance id that should run
+	intended   map[*Proc]bool   // processes the schedule signalled
+	restarts   []time.Duration
+	orphans    int // SIGKILLs that left a transaction open
+	lastCommit time.Time
+	maxGap     time.Duration // the longest time between two commits of any worker
+	maxGapAt   float64       // progress when it ended
+	notes      []string
+	failures   []string
+}
+
+func (r *Run) logf(format string, args ...any) {
+	if r.Cfg.Log != nil {
+		r.Cfg.Log("[%s] "+format, append([]any{r.Cell.Name}, args...)...)
+	}
+}
+
+// Note adds a line to the cell's notes.
+func (r *Run) Note(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	r.logf("%s", s)
+	r.mu.Lock()
+	r.notes = append(r.notes, s)
+	r.mu.Unlock()
+}
+
+// Fail records a failure of the cell (besides what the verifier finds).
+func (r *Run) Fail(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	r.logf("FAIL: %s", s)
+	r.mu.Lock()
+	r.failures = append(r.failures, s)
+	r.mu.Unlock()
+}
+
+func (r *Run) notify() {
+	r.mu.Lock()
+	now := time.Now()
+	if !r.lastCommit.IsZero() && now.Sub(r.lastCommit) > r.maxGap {
+		r.maxGap, r.maxGapAt = now.Sub(r.lastCommit), float64(r.committed.Load())/float64(r.Cell.Records)
+	}
+	r.lastCommit = now
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// waitChange waits for the next commit anywhere, at most max.
+func (r *Run) waitChange(ctx context.Context, max time.Duration) error {
+	r.mu.Lock()
+	ch := r.changed
+	r.mu.Unlock()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (r *Run) workerArgs(id string) []string {
+	a := []string{
+		"-brokers", strings.Join(r.Cfg.Brokers, ","),
+		"-group", r.group, "-in", r.in, "-instance", id,
+		"-mode", string(r.Cell.Mode),
+	}
+	if r.Cell.Mode == Kafka {
+		a = append(a, "-out", r.out)
+	} else {
+		a = append(a, "-pg", r.workerPGURL(id), "-pg-schema", r.Cfg.PGSchema, "-pg-table", r.table)
+	}
+	if r.Cell.AbortRate > 0 {
+		a = append(a, "-abort-rate", strconv.FormatFloat(r.Cell.AbortRate, 'f', -1, 64))
+	}
+	return append(a, r.Cell.ExtraArgs...)
+}
+
+func (r *Run) workerPGURL(id string) string {
+	u := r.pgURL("chaos-" + r.Cfg.RunID + "-" + id)
+	if r.proxyAddr == "" {
+		return u
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	pu.Host = r.proxyAddr
+	return pu.String()
+}
+
+func (r *Run) pgURL(app string) string {
+	u, err := url.Parse(r.Cfg.PGURL)
+	if err != nil {
+		return r.Cfg.PGURL
+	}
+	q := u.Query()
+	q.Set("application_name", app)
+	q.Set("pool_max_conns", strconv.Itoa(int(r.Cfg.Partitions)+2))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Start starts worker id (its first process, or a restart) and makes it one
+// that should run.
+func (r *Run) Start(id string, extra ...string) (*Proc, error) {
+	p, err := r.startProc(id, extra...)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.live[id] = p
+	r.mu.Unlock()
+	r.logf("started %s.%d (pid %d)", id, p.Gen, p.cmd.Process.Pid)
+	return p, nil
+}
+
+// Live is the current process of id, if it should run.
+func (r *Run) Live(id string) *Proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live[id]
+}
+
+// LiveIDs are the ids of the workers that should run, sorted.
+func (r *Run) LiveIDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for id := range r.live {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Stop signals p (SIGKILL or SIGTERM) and waits for it to exit; p no longer
+// should run. With SIGTERM it must exit 0, with SIGKILL it must die of it.
+func (r *Run) Stop(p *Proc, sig syscall.Signal) error {
+	r.mu.Lock()
+	r.intended[p] = true
+	if r.live[p.ID] == p {
+		delete(r.live, p.ID)
+	}
+	r.mu.Unlock()
+	if err := p.Signal(sig); err != nil {
+		return err
+	}
+	if err := p.Wait(45 * time.Second); err != nil {
+		return err
+	}
+	code, got, line := p.ExitStatus()
+	switch sig {
+	case syscall.SIGKILL:
+		if got != syscall.SIGKILL {
+			return fmt.Errorf("%s.%d: not killed by SIGKILL (code %d, %s)", p.ID, p.Gen, code, line)
+		}
+	case syscall.SIGTERM:
+		if code != 0 {
+			return fmt.Errorf("%s.%d: did not stop cleanly on SIGTERM: code %d signal %v, %s", p.ID, p.Gen, code, got, line)
+		}
+	}
+	r.logf("stopped %s.%d with %v", p.ID, p.Gen, sig)
+	return nil
+}
+
+// Bounce stops the current process of id with sig, starts it again and
+// measures the restarted process's start to its first commit.
+func (r *Run) Bounce(ctx context.Context, id string, sig syscall.Signal) error {
+	p := r.Live(id)
+	if p == nil {
+		return fmt.Errorf("no live worker %s", id)
+	}
+	at := r.Progress()
+	if err := r.Stop(p, sig); err != nil {
+		return err
+	}
+	if sig == syscall.SIGKILL && r.Cell.Mode == Kafka {
+		r.noteOrphan(ctx, id)
+	}
+	np, err := r.Start(id)
+	if err != nil {
+		return err
+	}
+	took, err := np.FirstCommit(ctx, 90*time.Second)
+	if err != nil {
+		r.Fail("%v", err)
+		return nil
+	}
+	r.mu.Lock()
+	r.restarts = append(r.restarts, took)
+	r.mu.Unlock()
+	r.logf("%v %s at %.0f%%: restart to first commit %v", sig, id, 100*at, took.Round(time.Millisecond))
+	return nil
+}
+
+// countLogLines counts the lines of the cell's worker logs that contain s.
+func (r *Run) countLogLines(s string) int {
+	files, _ := filepath.Glob(filepath.Join(r.Dir, "*.log"))
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n += strings.Count(string(b), s)
+	}
+	return n
+}
+
+// noteOrphan counts a SIGKILL that left the worker's transaction open
+// (the restart must fence it at once).
+func (r *Run) noteOrphan(ctx context.Context, id string) {
+	txnID := r.group + ":" + id
+	d, err := r.adm.DescribeTransactions(ctx, txnID)
+	if err != nil {
+		return
+	}
+	if t, ok := d[txnID]; ok && t.Err == nil && t.State == "Ongoing" {
+		r.mu.Lock()
+		r.orphans++
+		r.mu.Unlock()
+	}
+}
+
+// Progress is the fraction of the cell's records committed.
+func (r *Run) Progress() float64 {
+	return float64(r.committed.Load()) / float64(r.Cell.Records)
+}
+
+// supervise restarts any worker that should run but exited although no
+// one signalled it, and records that as a failure.
+func (r *Run) supervise() {
+	r.mu.Lock()
+	var dead []*Proc
+	for _, p := range r.live {
+		if !p.Alive() && !r.intended[p] {
+			dead = append(dead, p)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range dead {
+		code, sig, line := p.ExitStatus()
+		r.Fail("worker %s.%d exited unexpectedly (code %d, signal %v): %s (log %s)", p.ID, p.Gen, code, sig, line,
+			filepath.Join(r.Dir, fmt.Sprintf("%s.%d.log", p.ID, p.Gen)))
+		r.mu.Lock()
+		r.intended[p] = true
+		r.mu.Unlock()
+		if _, err := r.Start(p.ID); err != nil {
+			r.Fail("restarting %s: %v", p.ID, err)
+		}
+	}
+}
+
+// WaitProgress waits until at least frac of the records are committed.
+func (r *Run) WaitProgress(ctx context.Context, frac float64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for r.Progress() < frac {
+		r.supervise()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("progress stuck at %.1f%% (want %.0f%%) for %v", 100*r.Progress(), 100*frac, timeout)
+		}
+		if err := r.waitChange(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitFor polls cond (on every commit, at least every 200ms) until it holds.
+func (r *Run) WaitFor(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for {
+		ok, err := cond(ctx)
+		if ok && err == nil {
+			return nil
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
+		}
+		if err := r.waitChange(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// Committed is each input partition's committed next offset, from the
+// group (Kafka mode) or the offsets table (Postgres mode).
+func (r *Run) Committed(ctx context.Context) (map[int32]int64, error) {
+	out := map[int32]int64{}
+	if r.Cell.Mode == Kafka {
+		offs, err := r.adm.FetchOffsets(ctx, r.group)
+		if err != nil {
+			return nil, err
+		}
+		offs.Each(func(o kadm.OffsetResponse) {
+			if o.Topic == r.in && o.Err == nil {
+				out[o.Partition] = o.At
+			}
+		})
+		return out, nil
+	}
+	rows, err := r.pool.Query(ctx, `SELECT partition, next_offset FROM `+pgx.Identifier{r.Cfg.PGSchema, "offsets"}.Sanitize()+
+		` WHERE consumer_group = $1 AND topic = $2`, r.group, r.in)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p int32
+		var at int64
+		if err := rows.Scan(&p, &at); err != nil {
+			return nil, err
+		}
+		out[p] = at
+	}
+	return out, rows.Err()
+}
+
+func (r *Run) inputEnds(ctx context.Context) (map[int32]int64, error) {
+	ends, err := r.adm.ListEndOffsets(ctx, r.in)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	ends.Each(func(lo kadm.ListedOffset) { out[lo.Partition] = lo.Offset })
+	return out, nil
+}
+
+// drained: every input partition committed to its end.
+func (r *Run) drained(ctx context.Context) (bool, error) {
+	r.supervise()
+	ends, err := r.inputEnds(ctx)
+	if err != nil {
+		return false, err
+	}
+	at, err := r.Committed(ctx)
+	if err != nil {
+		return false, err
+	}
+	for p, end := range ends {
+		if end > 0 && at[p] < end {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// feed writes the cell's records at its rate: keys k0.., values of ~100 B.
+func (r *Run) feed(ctx context.Context) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.Cfg.Brokers...), kgo.DefaultProduceTopic(r.in),
+		kgo.RecordDeliveryTimeout(2*time.Minute))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	const tick = 50 * time.Millisecond
+	per := max(1, r.Cell.Rate*int(tick/time.Millisecond)/1000)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	pad := strings.Repeat("x", 90)
+	for i := 0; i < r.Cell.Records; {
+		end := min(r.Cell.Records, i+per)
+		var rs []*kgo.Record
+		for ; i < end; i++ {
+			rs = append(rs, &kgo.Record{Key: []byte("k" + strconv.Itoa(i)), Value: []byte(fmt.Sprintf("v%08d-%s", i, pad))})
+		}
+		if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+			return fmt.Errorf("feeding record %d: %w", i, err)
+		}
+		r.fed.Store(int64(i))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (r *Run) setup(ctx context.Context) error {
+	kcl, err := kgo.NewClient(kgo.SeedBrokers(r.Cfg.Brokers...))
+	if err != nil {
+		return err
+	}
+	r.kcl, r.adm = kcl, kadm.NewClient(kcl)
+	cfg := map[string]*string{"min.insync.replicas": kadm.StringPtr("2"), "unclean.leader.election.enable": kadm.StringPtr("false")}
+	topics := []string{r.in}
+	if r.Cell.Mode == Kafka {
+		topics = append(topics, r.out)
+	}
+	resp, err := r.adm.CreateTopics(ctx, r.Cfg.Partitions, 3, cfg, topics...)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("creating topics %v: %w", topics, err)
+	}
+	if r.Cell.Mode == Postgres {
+		pool, err := pgxpool.New(ctx, r.pgURL("chaos-"+r.Cfg.RunID+"-driver"))
+		if err != nil {
+			return err
+		}
+		r.pool = pool
+		if err := pgMigrate(ctx, pool, r.Cfg.PGSchema); err != nil {
+			return err
+		}
+		if r.Cell.LostCommitAck > 0 {
+			pc := pool.Config().ConnConfig
+			r.proxy = &LostAckProxy{Target: fmt.Sprintf("%s:%d", pc.Host, pc.Port), Every: r.Cell.LostCommitAck}
+			if r.proxyAddr, err = r.proxy.Listen(); err != nil {
+				return err
+			}
+		}
+		if _, err := pool.Exec(ctx, `CREATE TABLE `+pgx.Identifier{r.Cfg.PGSchema, r.table}.Sanitize()+` (
+			id bigserial PRIMARY KEY, part integer NOT NULL, off bigint NOT NULL, worker text NOT NULL)`); err != nil {
+			return fmt.Errorf("creating the result table: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *Run) teardown() {
+	r.mu.Lock()
+	procs := append([]*Proc(nil), r.procs...)
+	r.mu.Unlock()
+	for _, p := range procs {
+		p.kill()
+	}
+	if r.proxy != nil {
+		r.proxy.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r.adm != nil {
+		topics := []string{r.in}
+		if r.Cell.Mode == Kafka {
+			topics = append(topics, r.out)
+		}
+		if _, err := r.adm.DeleteTopics(ctx, topics...); err != nil {
+			r.logf("deleting topics: %v", err)
+		}
+		if _, err := r.adm.DeleteGroup(ctx, r.group); err != nil {
+			r.logf("deleting group: %v", err)
+		}
+		r.kcl.Close()
+	}
+	if r.pool != nil {
+		if _, err := r.pool.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{r.Cfg.PGSchema, r.table}.Sanitize()); err != nil {
+			r.logf("dropping the result table: %v", err)
+		}
+		if _, err := r.pool.Exec(ctx, `DELETE FROM `+pgx.Identifier{r.Cfg.PGSchema, "offsets"}.Sanitize()+` WHERE consumer_group = $1`, r.group); err != nil {
+			r.logf("deleting offsets rows: %v", err)
+		}
+		r.pool.Close()
+	}
+}
+
+// RunCell runs one cell and returns its result. It stops every process it
+// started, also on failure.
+func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 6
+	}
+	if cfg.PGSchema == "" {
+		cfg.PGSchema = "chaos"
+	}
+	name := strings.ReplaceAll(cell.Name, "-", "_")
+	r := &Run{
+		Cfg: cfg, Cell: cell,
+		Dir:     filepath.Join(cfg.Dir, cell.Name),
+		in:      "chaos-" + cfg.RunID + "-" + cell.Name + "-in",
+		out:     "chaos-" + cfg.RunID + "-" + cell.Name + "-out",
+		group:   "chaos-" + cfg.RunID + "-" + cell.Name,
+		table:   "rows_" + cfg.RunID + "_" + name,
+		changed: make(chan struct{}),
+		gens:    map[string]int{}, live: map[string]*Proc{}, intended: map[*Proc]bool{},
+	}
+	res = Result{Cell: cell.Name, Fault: cell.Fault, Mode: string(cell.Mode), Kafka: cfg.KafkaVersion, Records: cell.Records}
+	start := time.Now()
+	defer func() {
+		res.Took = time.Since(start)
+		r.mu.Lock()
+		res.Notes = append(res.Notes, r.notes...)
+		res.Failures = append(res.Failures, r.failures...)
+		res.Restarts = append(res.Restarts, r.restarts...)
+		r.mu.Unlock()
+		res.Passed = len(res.Failures) == 0 && res.Exact()
+	}()
+	if cell.Mode == Postgres && cfg.PGURL == "" {
+		r.Fail("no Postgres URL")
+		return res
+	}
+	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		r.Fail("%v", err)
+		return res
+	}
+	defer r.teardown()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if err := r.setup(ctx); err != nil {
+		r.Fail("setup: %v", err)
+		return res
+	}
+	for i := 1; i <= cell.Workers; i++ {
+		if _, err := r.Start("w" + strconv.Itoa(i)); err != nil {
+			r.Fail("%v", err)
+			return res
+		}
+	}
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
+	fedErr := make(chan error, 1)
+	go func() { fedErr <- r.feed(feedCtx) }()
+
+	if cell.Schedule != nil {
+		if err := cell.Schedule(ctx, r); err != nil {
+			r.Fail("schedule: %v", err)
+		}
+	}
+	select {
+	case err := <-fedErr:
+		if err != nil {
+			r.Fail("feeder: %v", err)
+			return res
+		}
+	case <-ctx.Done():
+		r.Fail("feeder: %v", ctx.Err())
+		return res
+	}
+	if err := r.WaitFor(ctx, 3*time.Minute, "the group to commit every input record", r.drained); err != nil {
+		r.Fail("%v (committed %d of %d by the workers' reports)", err, r.committed.Load(), cell.Records)
+	}
+	for _, id := range r.LiveIDs() {
+		if err := r.Stop(r.Live(id), syscall.SIGTERM); err != nil {
+			r.Fail("final stop: %v", err)
+		}
+	}
+	r.supervise() // reports workers that had died since
+	r.noteAborts()
+	r.mu.Lock()
+	gap, gapAt := r.maxGap, r.maxGapAt
+	r.mu.Unlock()
+	r.Note("longest time without any commit: %v (ending at %.0f%% progress)", gap.Round(time.Millisecond), 100*gapAt)
+	if r.proxy != nil {
+		r.Note("the proxy saw %d COMMITs and dropped the answer to %d of them; the workers logged %d \"commit outcome unknown; resolving it from the database\"",
+			r.proxy.commits.Load(), r.proxy.Dropped(), r.countLogLines("commit outcome unknown"))
+		if r.proxy.Dropped() == 0 {
+			r.Fail("the proxy dropped no COMMIT answer")
+		}
+	}
+	r.check(ctx, &res)
+	return res
+}
+
+// pgMigrate creates the suite's schema and offsets table with the sink's own
+// Migrate (the workers never migrate: they start at once, in parallel).
+func pgMigrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable(schema, "offsets"))
+	if err != nil {
+		return err
+	}
+	if err := sink.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrating the offsets table: %w", err)
+	}
+	return nil
+}

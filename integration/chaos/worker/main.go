@@ -1,0 +1,227 @@
+// Command worker is the pipeline process the chaos driver starts, kills,
+// stops and pauses (integration/chaos). It copies an input topic to an
+// output topic (Kafka mode) or to a table (Postgres mode) with exactly's
+// pipeline, and reports on stdout, one line per event, for the driver:
+//
+//	READY <unix ns>                               the process runs (before Run)
+//	STAGE <unix ns> <partition> <first> <last>    a Stage call began (-announce-stage)
+//	COMMIT <unix ns> <records> <batch start unix ns>
+//	ABORT <unix ns> <reason> <records>
+//	EXIT <code> <error>                           Run returned
+//
+// Exit codes: 0 Run returned nil (SIGTERM or SIGINT cancels it), 3 a fatal
+// error (sinks.IsFatal: fenced by a newer instance), 4 a permanent error,
+// 1 anything else, 2 bad flags. Logs (WARN and above, INFO with -v) go to
+// stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/exactlyonce/exactly/pipeline"
+	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/sinks/kafkasink"
+	"github.com/exactlyonce/exactly/sinks/pgsink"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Exit codes.
+const (
+	exitOK        = 0
+	exitOther     = 1
+	exitUsage     = 2
+	exitFatal     = 3
+	exitPermanent = 4
+)
+
+type flags struct {
+	brokers, group, in, out, instance string
+	mode                              string
+	pgURL, pgSchema, pgTable          string
+	abortRate                         float64
+	maxRecords                        int
+	maxWait                           time.Duration
+	session, txn                      time.Duration
+	announceStage, verbose            bool
+}
+
+func parse(args []string) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.StringVar(&f.brokers, "brokers", "", "seed brokers, comma-separated")
+	fs.StringVar(&f.group, "group", "", "consumer group")
+	fs.StringVar(&f.in, "in", "", "input topic")
+	fs.StringVar(&f.out, "out", "", "output topic (Kafka mode)")
+	fs.StringVar(&f.instance, "instance", "", "instance id")
+	fs.StringVar(&f.mode, "mode", "kafka", "kafka or postgres")
+	fs.StringVar(&f.pgURL, "pg", "", "Postgres URL (postgres mode)")
+	fs.StringVar(&f.pgSchema, "pg-schema", "chaos", "schema of the offsets table and the result table")
+	fs.StringVar(&f.pgTable, "pg-table", "", "result table (postgres mode)")
+	fs.Float64Var(&f.abortRate, "abort-rate", 0, "probability that a Stage call fails after writing its output")
+	fs.IntVar(&f.maxRecords, "max-records", 500, "records per transaction")
+	fs.DurationVar(&f.maxWait, "max-wait", 50*time.Millisecond, "batch wait")
+	fs.DurationVar(&f.session, "session-timeout", 6*time.Second, "group session timeout")
+	fs.DurationVar(&f.txn, "txn-timeout", 5*time.Second, "transaction timeout")
+	fs.BoolVar(&f.announceStage, "announce-stage", false, "print a STAGE line when a Stage call begins")
+	fs.BoolVar(&f.verbose, "v", false, "log at INFO")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	switch {
+	case f.brokers == "" || f.group == "" || f.in == "" || f.instance == "":
+		return f, errors.New("-brokers, -group, -in and -instance are required")
+	case f.mode == "kafka" && f.out == "":
+		return f, errors.New("-out is required in kafka mode")
+	case f.mode == "postgres" && (f.pgURL == "" || f.pgTable == ""):
+		return f, errors.New("-pg and -pg-table are required in postgres mode")
+	case f.mode != "kafka" && f.mode != "postgres":
+		return f, fmt.Errorf("-mode %q: want kafka or postgres", f.mode)
+	}
+	return f, nil
+}
+
+// out writes one event line at a time (the Stage runs concurrently).
+var outMu sync.Mutex
+
+func emit(format string, args ...any) {
+	outMu.Lock()
+	defer outMu.Unlock()
+	fmt.Fprintf(os.Stdout, format+"\n", args...)
+}
+
+type events struct{}
+
+func (events) OnBatchCommitted(ci pipeline.CommitInfo) {
+	emit("COMMIT %d %d %d", time.Now().UnixNano(), ci.Records, ci.Start.UnixNano())
+}
+
+func (events) OnBatchAborted(ai pipeline.AbortInfo) {
+	emit("ABORT %d %s %d", time.Now().UnixNano(), ai.Reason, ai.Records)
+}
+
+// errPlanned is the random Stage failure of the random-aborts cell.
+var errPlanned = errors.New("chaos: planned Stage failure")
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	f, err := parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return exitUsage
+	}
+	level := slog.LevelWarn
+	if f.verbose {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})) // the pipeline adds instance=
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	opts := []pipeline.Opt{
+		pipeline.Brokers(strings.Split(f.brokers, ",")...),
+		pipeline.Group(f.group),
+		pipeline.Topics(f.in),
+		pipeline.InstanceID(f.instance),
+		pipeline.MaxRecords(f.maxRecords),
+		pipeline.MaxWait(f.maxWait),
+		pipeline.SessionTimeout(f.session),
+		pipeline.TransactionTimeout(f.txn),
+		pipeline.Backoff(10*time.Millisecond, 500*time.Millisecond),
+		pipeline.StageRetries(1000), // random aborts must never end Run
+		pipeline.StartTimeout(2 * time.Minute),
+		pipeline.Logger(logger),
+		pipeline.Hooks(events{}),
+	}
+	fail := func() bool { return f.abortRate > 0 && rand.Float64() < f.abortRate }
+	announce := func(b *sinks.Batch) {
+		if f.announceStage {
+			emit("STAGE %d %d %d %d", time.Now().UnixNano(), b.Partition, b.FirstOffset(), b.LastOffset())
+		}
+	}
+
+	emit("READY %d", time.Now().UnixNano())
+	switch f.mode {
+	case "kafka":
+		stage := pipeline.StageFunc[*kafkasink.Writer](func(_ context.Context, b *sinks.Batch, w *kafkasink.Writer) error {
+			announce(b)
+			for _, r := range b.Records {
+				w.Produce(&kgo.Record{Topic: f.out, Key: r.Key, Value: r.Value, Headers: kafkasink.AppendSourceHeaders(nil, r)})
+			}
+			if fail() {
+				return errPlanned
+			}
+			return nil
+		})
+		p, err := pipeline.New(kafkasink.New(), stage, append(opts, pipeline.Outputs(f.out))...)
+		if err != nil {
+			return finish(err)
+		}
+		return finish(p.Run(ctx))
+	default:
+		pool, err := pgxpool.New(ctx, f.pgURL)
+		if err != nil {
+			return finish(err)
+		}
+		defer pool.Close()
+		sink, err := pgsink.New(pool, pgsink.OffsetsTable(f.pgSchema, "offsets"))
+		if err != nil {
+			return finish(err)
+		}
+		table := pgx.Identifier{f.pgSchema, f.pgTable}
+		stage := pipeline.StageFunc[*pgsink.Writer](func(ctx context.Context, b *sinks.Batch, w *pgsink.Writer) error {
+			announce(b)
+			rows := make([][]any, len(b.Records))
+			for i, r := range b.Records {
+				rows[i] = []any{r.Partition, r.Offset, f.instance}
+			}
+			if _, err := w.CopyFrom(ctx, table, []string{"part", "off", "worker"}, pgx.CopyFromRows(rows)); err != nil {
+				return err
+			}
+			if fail() {
+				return errPlanned
+			}
+			return nil
+		})
+		p, err := pipeline.New(sink, stage, opts...)
+		if err != nil {
+			return finish(err)
+		}
+		return finish(p.Run(ctx))
+	}
+}
+
+func finish(err error) int {
+	code := exitOK
+	switch {
+	case err == nil:
+	case sinks.IsFatal(err):
+		code = exitFatal
+	case sinks.IsPermanent(err):
+		code = exitPermanent
+	default:
+		code = exitOther
+	}
+	msg := "<nil>"
+	if err != nil {
+		msg = strings.ReplaceAll(err.Error(), "\n", " ")
+	}
+	emit("EXIT %d %s", code, msg)
+	return code
+}
