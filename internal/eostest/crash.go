@@ -1,11 +1,9 @@
 package eostest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -102,61 +100,14 @@ func CrashWorker(t *testing.T) {
 	fmt.Println("STOPPED")
 }
 
-type worker struct {
-	cmd     *exec.Cmd
-	started time.Time
-	commits chan int      // records per committed transaction
-	done    chan struct{} // closed when the process exited
-	err     error         // cmd.Wait's result, once done is closed
-}
-
-func startWorker(t *testing.T, workerTest string, brokers []string, rig *Rig, killAt int) *worker {
+// startWorker runs workerTest in a child process against the rig.
+func startWorker(t *testing.T, workerTest string, brokers []string, rig *Rig, killAt int) *testkit.Child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+workerTest+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
+	return testkit.StartChild(t, workerTest,
 		envWorkerBrokers+"="+strings.Join(brokers, ","),
 		envWorkerTopics+"="+rig.In+","+rig.Out+","+rig.Group,
 		envWorkerKillAt+"="+strconv.Itoa(killAt),
 	)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	w := &worker{cmd: cmd, commits: make(chan int, 4096), done: make(chan struct{})}
-	w.started = time.Now()
-	require.NoError(t, cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if n, ok := strings.CutPrefix(sc.Text(), "COMMIT "); ok {
-				v, _ := strconv.Atoi(n)
-				select {
-				case w.commits <- v:
-				default:
-				}
-			}
-		}
-		w.err = cmd.Wait()
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-w.done
-	})
-	return w
-}
-
-// requireKilled waits for w to die of SIGKILL.
-func requireKilled(t *testing.T, w *worker, timeout time.Duration, what string) {
-	t.Helper()
-	select {
-	case <-w.done:
-		var ee *exec.ExitError
-		require.ErrorAs(t, w.err, &ee, "%s: worker exited without being killed", what)
-		ws, _ := ee.Sys().(syscall.WaitStatus)
-		require.Equal(t, syscall.SIGKILL, ws.Signal(), "%s: worker was not SIGKILLed: %v", what, w.err)
-	case <-time.After(timeout):
-		t.Fatalf("%s: worker was not killed within %v", what, timeout)
-	}
 }
 
 // TxnState is the state of transactional id id, as the broker describes it.
@@ -196,33 +147,33 @@ func CrashRestart(t *testing.T, env Env, workerTest string) {
 	var restarts []time.Duration
 	for round := 1; round <= 3; round++ {
 		w := startWorker(t, workerTest, brokers, rig, 3)
-		requireKilled(t, w, env.Timeouts.Progress, fmt.Sprintf("round %d", round))
+		w.RequireKilled(t, env.Timeouts.Progress, fmt.Sprintf("round %d", round))
 		require.Equal(t, "Ongoing", TxnState(t, brokers, txnID), "round %d: the kill did not leave an open transaction", round)
 
 		r := startWorker(t, workerTest, brokers, rig, 0)
 		select {
-		case <-r.commits:
-			took := time.Since(r.started)
+		case <-r.Commits:
+			took := time.Since(r.Started)
 			restarts = append(restarts, took)
 			t.Logf("round %d: restart to first commit %v (transaction timeout %v, session timeout %v)",
 				round, took.Round(time.Millisecond), workerTransactionTimeout, workerSessionTimeout)
-		case <-r.done:
-			t.Fatalf("round %d: the restarted worker exited: %v", round, r.err)
+		case <-r.Done:
+			t.Fatalf("round %d: the restarted worker exited: %v", round, r.Err)
 		case <-time.After(env.Timeouts.Progress):
 			t.Fatalf("round %d: the restarted worker committed nothing in %v: it did not fence the orphaned transaction (it would time out after %v) or waited for the dead member (session timeout %v)",
 				round, env.Timeouts.Progress, workerTransactionTimeout, workerSessionTimeout)
 		}
-		require.NoError(t, r.cmd.Process.Signal(syscall.SIGKILL))
-		requireKilled(t, r, env.Timeouts.Progress, fmt.Sprintf("round %d restart", round))
+		require.NoError(t, r.Cmd.Process.Signal(syscall.SIGKILL))
+		r.RequireKilled(t, env.Timeouts.Progress, fmt.Sprintf("round %d restart", round))
 	}
 	t.Logf("restart to first commit: %v", restarts)
 
 	final := startWorker(t, workerTest, brokers, rig, 0)
 	rig.WaitDrained()
-	require.NoError(t, final.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, final.Cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case <-final.done:
-		require.NoError(t, final.err, "the final worker must stop cleanly on SIGTERM")
+	case <-final.Done:
+		require.NoError(t, final.Err, "the final worker must stop cleanly on SIGTERM")
 	case <-time.After(env.Timeouts.Progress):
 		t.Fatalf("the final worker did not stop within %v of SIGTERM", env.Timeouts.Progress)
 	}

@@ -1,11 +1,9 @@
 package pgtest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/exactlyonce/exactly/internal/eostest"
+	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
 	"github.com/exactlyonce/exactly/sinks/pgsink"
@@ -112,62 +111,13 @@ const (
 	crashTransactionTimeout = 30 * time.Second
 )
 
-type worker struct {
-	cmd     *exec.Cmd
-	commits chan int
-	done    chan struct{}
-	err     error
-}
-
-func startWorker(t *testing.T, workerTest string, r *Rig, kill string) *worker {
+// startWorker runs workerTest in a child process against the rig.
+func startWorker(t *testing.T, workerTest string, r *Rig, kill string) *testkit.Child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+workerTest+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
+	return testkit.StartChild(t, workerTest,
 		envWorker+"="+strings.Join([]string{strings.Join(r.env.Brokers, ","), r.In, r.Group, r.Schema, r.URL}, "|"),
 		envKill+"="+kill,
 	)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	w := &worker{cmd: cmd, commits: make(chan int, 4096), done: make(chan struct{})}
-	require.NoError(t, cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			n, ok := strings.CutPrefix(sc.Text(), "COMMIT ")
-			if !ok {
-				// The worker's test output (a failure says why it
-				// exited): pass it on.
-				fmt.Fprintln(os.Stderr, "worker:", sc.Text())
-				continue
-			}
-			v, _ := strconv.Atoi(n)
-			select {
-			case w.commits <- v:
-			default:
-			}
-		}
-		w.err = cmd.Wait()
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-w.done
-	})
-	return w
-}
-
-func requireKilled(t *testing.T, w *worker, timeout time.Duration, what string) {
-	t.Helper()
-	select {
-	case <-w.done:
-		var ee *exec.ExitError
-		require.ErrorAs(t, w.err, &ee, "%s: worker exited without being killed", what)
-		ws, _ := ee.Sys().(syscall.WaitStatus)
-		require.Equal(t, syscall.SIGKILL, ws.Signal(), "%s: worker was not SIGKILLed: %v", what, w.err)
-	case <-time.After(timeout):
-		t.Fatalf("%s: worker was not killed within %v", what, timeout)
-	}
 }
 
 // CrashRestart runs Postgres mode in a worker process and SIGKILLs it four
@@ -194,7 +144,7 @@ func CrashRestart(t *testing.T, env eostest.Env, url, workerTest string) {
 	for round, kill := range kills {
 		before := r.Committed()
 		w := startWorker(t, workerTest, r, kill)
-		requireKilled(t, w, env.Timeouts.Progress, fmt.Sprintf("round %d (%s)", round, kill))
+		w.RequireKilled(t, env.Timeouts.Progress, fmt.Sprintf("round %d (%s)", round, kill))
 		after := r.RequireCommittedPrefix()
 		require.Greater(t, after, before, "round %d (%s): the worker committed nothing before it was killed", round, kill)
 		t.Logf("round %d: killed at %s with %d of %d records committed", round, kill, after, n)
@@ -202,18 +152,18 @@ func CrashRestart(t *testing.T, env eostest.Env, url, workerTest string) {
 
 	final := startWorker(t, workerTest, r, "")
 	select {
-	case <-final.commits:
-	case <-final.done:
-		t.Fatalf("the final worker exited: %v", final.err)
+	case <-final.Commits:
+	case <-final.Done:
+		t.Fatalf("the final worker exited: %v", final.Err)
 	case <-time.After(env.Timeouts.Progress):
 		t.Fatalf("the restarted worker committed nothing in %v: it did not take the dead member's place (session timeout %v)",
 			env.Timeouts.Progress, crashSessionTimeout)
 	}
 	r.WaitCommitted(n)
-	require.NoError(t, final.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, final.Cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case <-final.done:
-		require.NoError(t, final.err, "the final worker must stop cleanly on SIGTERM")
+	case <-final.Done:
+		require.NoError(t, final.Err, "the final worker must stop cleanly on SIGTERM")
 	case <-time.After(env.Timeouts.Progress):
 		t.Fatalf("the final worker did not stop within %v of SIGTERM", env.Timeouts.Progress)
 	}
