@@ -75,9 +75,9 @@ integration:
 # output is the summary. Example: make bench BENCH_RECORDS=200000 BENCH_ROUNDS=3
 bench:
 	@bench_env=(EXACTLY_KAFKA_PORT_BASE=$(BENCH_KAFKA_PORT_BASE) EXACTLY_STATE=$(BENCH_STATE)); \
-	trap 'env "$${bench_env[@]}" scripts/kafka.sh down single >&2 || true; env "$${bench_env[@]}" scripts/pg.sh down >&2 || true' EXIT; \
-	env "$${bench_env[@]}" scripts/kafka.sh up >&2; \
-	env "$${bench_env[@]}" scripts/pg.sh up >&2; \
+	trap 'env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh down single >&2 || true; env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh down >&2 || true' EXIT; \
+	env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh up >&2; \
+	env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh up >&2; \
 	mvn -q -B -f integration/bench/kstreams/pom.xml package dependency:copy-dependencies >&2; \
 	cd integration/bench && $(GO) build -o $(BENCH_STATE)/bench . && \
 	$(BENCH_STATE)/bench -brokers 127.0.0.1:$(BENCH_KAFKA_PORT_BASE) -pg '$(EXACTLY_PG_URL)' \

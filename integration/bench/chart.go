@@ -34,15 +34,17 @@ func (rep Report) chart(path string) error {
 	tp := plot.New()
 	tp.Title.Text = fmt.Sprintf("throughput, %d records, median of %d rounds (higher is better)",
 		rep.Results.Config.Records, rep.Results.Config.Rounds)
-	tp.Y.Label.Text = "records/s"
+	tp.Y.Label.Text = "thousand records/s"
 	tp.Y.Min = 0
+	var top float64
 	w := vg.Points(float64(36) / float64(max(len(sizes), 1)))
 	for i, size := range sizes {
 		vals := make(plotter.Values, len(names))
 		for j, n := range names {
 			for _, r := range rep.Rows {
 				if r.Contender == n && r.Size == size {
-					vals[j] = r.RecPerS
+					vals[j] = r.RecPerS / 1000
+					top = max(top, vals[j])
 				}
 			}
 		}
@@ -57,6 +59,7 @@ func (rep Report) chart(path string) error {
 		tp.Legend.Add(fmt.Sprintf("%d B values", size), bars)
 	}
 	tp.Legend.Top = true
+	tp.Y.Max = top * 1.2 // room for the legend above the bars
 	tp.NominalX(names...)
 	tp.X.Tick.Label.Rotation = 0.6
 	tp.X.Tick.Label.XAlign = draw.XRight
@@ -66,14 +69,20 @@ func (rep Report) chart(path string) error {
 	lp.Title.Text = fmt.Sprintf("end-to-end latency at %d records/s, 100 B (lower is better)", rep.Results.Config.Rate)
 	lp.Y.Label.Text = "ms"
 	lp.Y.Min = 0
-	p50 := make(plotter.Values, len(names))
-	p99 := make(plotter.Values, len(names))
-	for j, n := range names {
+	var latNames []string
+	var p50, p99 plotter.Values
+	var ltop float64
+	for _, n := range names {
 		for _, r := range rep.Rows {
 			if r.Contender == n && r.LatP99 > 0 {
-				p50[j], p99[j] = r.LatP50, r.LatP99
+				latNames = append(latNames, n)
+				p50, p99 = append(p50, r.LatP50), append(p99, r.LatP99)
+				ltop = max(ltop, r.LatP99)
 			}
 		}
+	}
+	if len(latNames) == 0 { // no latency runs: an empty panel
+		latNames, p50, p99 = []string{"none"}, plotter.Values{0}, plotter.Values{0}
 	}
 	for i, vs := range []plotter.Values{p50, p99} {
 		bars, err := plotter.NewBarChart(vs, 18)
@@ -87,7 +96,8 @@ func (rep Report) chart(path string) error {
 		lp.Legend.Add([]string{"p50", "p99"}[i], bars)
 	}
 	lp.Legend.Top = true
-	lp.NominalX(names...)
+	lp.Y.Max = max(ltop*1.2, 1)
+	lp.NominalX(latNames...)
 	lp.X.Tick.Label.Rotation = 0.6
 	lp.X.Tick.Label.XAlign = draw.XRight
 	lp.X.Tick.Label.YAlign = draw.YCenter

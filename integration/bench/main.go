@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -57,8 +58,20 @@ func runDriver(args []string) error {
 	fs.StringVar(&only, "only", "", "comma-separated contenders to run (default all)")
 	fs.BoolVar(&cfg.profile, "profile", true, "CPU-profile exactly's default contender in the first round")
 	fs.Float64Var(&cfg.quietCores, "quiet", 0.75, "a run is disturbed when other processes use more cores than this")
+	render := fs.String("render", "", "only redraw the chart of this results.json (into -out)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *render != "" {
+		data, err := os.ReadFile(*render)
+		if err != nil {
+			return err
+		}
+		var rep Report
+		if err := json.Unmarshal(data, &rep); err != nil {
+			return err
+		}
+		return rep.chart(filepath.Join(cfg.outDir, "results.png"))
 	}
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
