@@ -28,8 +28,12 @@ import (
 // the transaction commit latencies it measured (ms), if it has
 // transactions.
 type childStats struct {
-	Commits   int       `json:"commits"`
-	CommitMS  []float64 `json:"commit_ms,omitempty"`
+	Commits  int       `json:"commits"`
+	CommitMS []float64 `json:"commit_ms,omitempty"`
+	// TookMS are exactly's CommitInfo.Took (first poll of the batch → end
+	// of its commit) and StageMS its Stage time, per transaction.
+	TookMS    []float64 `json:"took_ms,omitempty"`
+	StageMS   []float64 `json:"stage_ms,omitempty"`
 	AbortedTx int64     `json:"aborted_txns"`
 }
 
@@ -262,7 +266,15 @@ func exactlyOpts(f contenderFlags, log *commitLog) []pipeline.Opt {
 		pipeline.Topics(f.in),
 		pipeline.InstanceID("bench"),
 		pipeline.Logger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
-		pipeline.OnCommit(func(ci pipeline.CommitInfo) { log.add(ci.Commit) }),
+		pipeline.OnCommit(func(ci pipeline.CommitInfo) {
+			log.add(ci.Commit)
+			log.mu.Lock()
+			if len(log.st.TookMS) < maxCommitSamples {
+				log.st.TookMS = append(log.st.TookMS, float64(ci.Took.Microseconds())/1000)
+				log.st.StageMS = append(log.st.StageMS, float64(ci.Stage.Microseconds())/1000)
+			}
+			log.mu.Unlock()
+		}),
 	}
 	if f.batch > 0 {
 		opts = append(opts, pipeline.MaxRecords(f.batch))

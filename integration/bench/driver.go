@@ -64,6 +64,8 @@ type Run struct {
 	RSSMB     float64 `json:"peak_rss_mb"`
 	CommitP50 float64 `json:"commit_p50_ms,omitempty"`
 	CommitP99 float64 `json:"commit_p99_ms,omitempty"`
+	TookP50   float64 `json:"txn_took_p50_ms,omitempty"`  // exactly: first poll → committed
+	StageP50  float64 `json:"txn_stage_p50_ms,omitempty"` // exactly: the Stage
 	Commits   int     `json:"commits,omitempty"`
 	Aborted   int64   `json:"aborted_txns,omitempty"`
 	Others    float64 `json:"others_cores"` // CPU other processes used during the run, in cores
@@ -377,6 +379,7 @@ func (d *driver) throughput(ctx context.Context, c Contender, size, round int, p
 				if len(st.CommitMS) > 0 {
 					r.CommitP50, r.CommitP99 = Percentile(st.CommitMS, 50), Percentile(st.CommitMS, 99)
 				}
+				r.TookP50, r.StageP50 = Percentile(st.TookMS, 50), Percentile(st.StageMS, 50)
 			}
 		}
 	}

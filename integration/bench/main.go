@@ -184,8 +184,8 @@ CREATE TABLE IF NOT EXISTS exactly_bench.raw_offsets (grp text NOT NULL, topic t
 				if err != nil {
 					return fmt.Errorf("round %d, %d B: %w", round, size, err)
 				}
-				fmt.Fprintf(os.Stderr, "bench: round %d %4d B %-16s %9.0f rec/s  %5.2fs  cpu %5.2fs  rss %4.0f MB  others %.2f\n",
-					round, size, c.Name, r.RecPerS, r.Seconds, r.CPUSec, r.RSSMB, r.Others)
+				fmt.Fprintf(os.Stderr, "bench: round %d %4d B %-16s %9.0f rec/s  %5.2fs  cpu %5.2fs  rss %4.0f MB  others %.2f  txns %d (took p50 %.1f ms, stage %.1f, commit %.1f)\n",
+					round, size, c.Name, r.RecPerS, r.Seconds, r.CPUSec, r.RSSMB, r.Others, r.Commits, r.TookP50, r.StageP50, r.CommitP50)
 				res.Runs = append(res.Runs, r)
 			}
 		}
