@@ -76,6 +76,7 @@ integration:
 bench:
 	@bench_env=(EXACTLY_KAFKA_PORT_BASE=$(BENCH_KAFKA_PORT_BASE) EXACTLY_STATE=$(BENCH_STATE)); \
 	trap 'env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh down single >&2 || true; env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh down >&2 || true' EXIT; \
+	trap 'exit 1' INT TERM HUP; \
 	env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh up >&2; \
 	env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh up >&2; \
 	mvn -q -B -f integration/bench/kstreams/pom.xml package dependency:copy-dependencies >&2; \
