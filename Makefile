@@ -3,6 +3,9 @@
 #   make test              vet + start services + unit tests + integration tests (what CI runs)
 #   make unit              unit tests (race detector); Postgres tests skip if it is not up
 #   make integration       integration tests against running services (fail if absent)
+#   make bench             exactly against the alternatives, side by side (docs/PERFORMANCE.md);
+#                          its own broker at 127.0.0.1:$(BENCH_KAFKA_PORT_BASE), never part of `make test`
+#   make bench-go          the Go benchmarks (go test -bench) of every package
 #   make services-up       PostgreSQL + single Kafka broker + 3-node Kafka cluster
 #   make kafka-down pg-down
 #   make chaos             the fault suite on its own 3-node Kafka cluster (never part of test)
@@ -22,6 +25,14 @@ INTEGRATION_TIMEOUT ?= 20m
 INTEGRATION_FLAGS ?=
 BENCH ?= .
 BENCH_FLAGS ?=
+# make bench: its own broker (ports and state apart from the test services),
+# the shared Postgres (own schema exactly_bench), and the driver's flags.
+BENCH_KAFKA_PORT_BASE ?= 9692
+BENCH_STATE ?= /tmp/exactly-bench-kafka
+BENCH_RECORDS ?= 1000000
+BENCH_ROUNDS ?= 5
+BENCH_ARGS ?=
+BENCH_OUT ?= $(CURDIR)/integration/bench/out
 
 # Environment for anything that talks to the services.
 SERVICES_ENV = EXACTLY_KAFKA_BROKERS='$(EXACTLY_KAFKA_BROKERS)' \
@@ -30,7 +41,7 @@ SERVICES_ENV = EXACTLY_KAFKA_BROKERS='$(EXACTLY_KAFKA_BROKERS)' \
 	EXACTLY_KAFKA_SCRIPT='$(EXACTLY_KAFKA_SCRIPT)'
 
 
-.PHONY: test vet unit integration bench chaos \
+.PHONY: test vet unit integration bench bench-go bench-unit chaos \
 	services-up services-down kafka-up kafka-cluster-up kafka-down pg-up pg-down
 
 # Services start before the unit tests: the Postgres sink's tests in ./sinks
@@ -58,9 +69,30 @@ integration:
 	EXACTLY_REQUIRE_SERVICES=1 $(SERVICES_ENV) \
 		$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(INTEGRATION_FLAGS) ./integration/...
 
-# Benchmarks everywhere; those under ./integration/ use the services if they run
-# and skip otherwise. Example: make bench BENCH=Pipeline BENCH_FLAGS=-benchtime=5s
+# The side-by-side benchmark (integration/bench, its own Go module): starts its
+# own broker (stopped again on exit, also on failure) and Postgres if needed,
+# builds the Kafka Streams app with Maven, runs every contender in interleaved
+# rounds and writes $(BENCH_OUT)/results.{md,json,png}. The last line of its
+# output is the summary. Example: make bench BENCH_RECORDS=200000 BENCH_ROUNDS=3
 bench:
+	@bench_env=(EXACTLY_KAFKA_PORT_BASE=$(BENCH_KAFKA_PORT_BASE) EXACTLY_STATE=$(BENCH_STATE)); \
+	trap 'env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh down single >&2 || true; env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh down >&2 || true' EXIT; \
+	trap 'exit 1' INT TERM HUP; \
+	env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh up >&2; \
+	env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh up >&2; \
+	mvn -q -B -f integration/bench/kstreams/pom.xml package dependency:copy-dependencies >&2; \
+	cd integration/bench && $(GO) build -o $(BENCH_STATE)/bench . && \
+	$(BENCH_STATE)/bench -brokers 127.0.0.1:$(BENCH_KAFKA_PORT_BASE) -pg '$(EXACTLY_PG_URL)' \
+		-records $(BENCH_RECORDS) -rounds $(BENCH_ROUNDS) -out '$(BENCH_OUT)' \
+		-broker-pid $(BENCH_STATE)/single/pid $(BENCH_ARGS)
+
+# The unit tests of the benchmark's driver (stats, table, last line).
+bench-unit:
+	cd integration/bench && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# Go benchmarks everywhere; those under ./integration/ use the services if they
+# run and skip otherwise. Example: make bench-go BENCH=Pipeline BENCH_FLAGS=-benchtime=5s
+bench-go:
 	$(SERVICES_ENV) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_FLAGS) ./...
 
 # The fault suite (integration/chaos): workers as OS processes, real faults,
