@@ -279,23 +279,23 @@ func classifyProduce(topic string, err error) error {
 
 // pending counts records whose promise has not run yet. Unlike a
 // sync.WaitGroup it can be waited on with a context without a goroutine that
-// would outlive the wait.
+// would outlive the wait. add and done are one atomic operation each (they
+// run once per record); the mutex is taken only when the count reaches zero
+// and by wait.
 type pending struct {
+	n    atomic.Int64
 	mu   sync.Mutex
-	n    int
 	zero chan struct{} // closed when n drops to 0; nil while nobody waits
 }
 
-func (p *pending) add() {
-	p.mu.Lock()
-	p.n++
-	p.mu.Unlock()
-}
+func (p *pending) add() { p.n.Add(1) }
 
 func (p *pending) done() {
+	if p.n.Add(-1) != 0 {
+		return
+	}
 	p.mu.Lock()
-	p.n--
-	if p.n == 0 && p.zero != nil {
+	if p.zero != nil {
 		close(p.zero)
 		p.zero = nil
 	}
@@ -305,7 +305,7 @@ func (p *pending) done() {
 // wait returns once no promise is pending, or ctx's error when it ends first.
 func (p *pending) wait(ctx context.Context) error {
 	p.mu.Lock()
-	if p.n == 0 {
+	if p.n.Load() == 0 { // checked under the lock: a done that reached 0 closes zero only after it
 		p.mu.Unlock()
 		return nil
 	}

@@ -2,6 +2,7 @@ package kafkasink
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,4 +28,23 @@ func TestPendingWaitLeavesNoGoroutine(t *testing.T) {
 	p.done()
 	require.NoError(t, <-done)
 	require.NoError(t, p.wait(context.Background()), "nothing pending")
+}
+
+// Promises complete on kgo's goroutines while Commit waits: wait returns
+// exactly when the last one is done.
+func TestPendingWaitUnderConcurrentDone(t *testing.T) {
+	for range 50 {
+		var p pending
+		const n = 200
+		for range n {
+			p.add()
+		}
+		var left atomic.Int64
+		left.Store(n)
+		for range n {
+			go func() { left.Add(-1); p.done() }()
+		}
+		require.NoError(t, p.wait(context.Background()))
+		require.Zero(t, left.Load(), "wait returned before every promise was done")
+	}
 }
