@@ -236,14 +236,39 @@ func (r *Rig) WaitCommitted(n int) {
 // table stands at the end of every partition. With mirror it checks that
 // the group's Kafka offsets do too.
 func (r *Rig) Verify(n int, mirror bool) {
-	t := r.t
+	r.t.Helper()
+	VerifyRows(r.t, Rows{Conn: r.env.Conn(), Admin: r.Admin, Schema: r.Schema, Topic: r.In, Group: r.Group,
+		N: n, Mirror: mirror, MirrorWait: r.env.Timeouts.Progress})
+}
+
+// Rows is what VerifyRows checks: a table Schema."rows" (topic, partition,
+// "offset", seq) written by a Postgres-mode pipeline of Group from Topic, and
+// the offsets table Schema."offsets".
+type Rows struct {
+	Conn   []kgo.Opt     // to read the input's end offsets (and the mirror)
+	Admin  *pgxpool.Pool // to read the tables
+	Schema string
+	Topic  string
+	Group  string
+	N      int  // input records
+	Mirror bool // also check the offsets the sink mirrored to the group in Kafka
+	// MirrorWait is how long the mirror may take to catch up; 0 checks
+	// it once, at once.
+	MirrorWait time.Duration
+}
+
+// VerifyRows is the SQL verifier: every input record has exactly one row,
+// rows are in offset order within each partition with no gap, the offsets
+// table stands at the end of each partition, and (with Mirror) so do the
+// group's offsets in Kafka.
+func VerifyRows(t testing.TB, v Rows) {
 	t.Helper()
 	ctx := context.Background()
-	cl, err := kgo.NewClient(r.env.Conn()...)
+	cl, err := kgo.NewClient(v.Conn...)
 	require.NoError(t, err)
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, r.In)
+	ends, err := adm.ListEndOffsets(ctx, v.Topic)
 	require.NoError(t, err)
 	require.NoError(t, ends.Error())
 	want := map[int32]int64{}
@@ -254,21 +279,21 @@ func (r *Rig) Verify(n int, mirror bool) {
 			total += o.Offset
 		}
 	})
-	require.Equal(t, int64(n), total, "input records")
+	require.Equal(t, int64(v.N), total, "input records")
 
-	rowsT := pgx.Identifier{r.Schema, "rows"}.Sanitize()
+	rowsT := pgx.Identifier{v.Schema, "rows"}.Sanitize()
 	var rows, distinct, foreign int
-	require.NoError(t, r.Admin.QueryRow(ctx, `SELECT count(*), count(DISTINCT (topic, partition, "offset")), count(*) FILTER (WHERE topic <> $1) FROM `+rowsT, r.In).
+	require.NoError(t, v.Admin.QueryRow(ctx, `SELECT count(*), count(DISTINCT (topic, partition, "offset")), count(*) FILTER (WHERE topic <> $1) FROM `+rowsT, v.Topic).
 		Scan(&rows, &distinct, &foreign))
 	require.Zero(t, foreign, "rows of another topic")
 	require.Equal(t, rows-distinct, 0, "duplicate rows: %d", rows-distinct)
-	require.Equal(t, n, distinct, "missing rows: %d", n-distinct)
+	require.Equal(t, v.N, distinct, "missing rows: %d", v.N-distinct)
 	var disorder int
-	require.NoError(t, r.Admin.QueryRow(ctx, `SELECT count(*) FROM (
+	require.NoError(t, v.Admin.QueryRow(ctx, `SELECT count(*) FROM (
 		SELECT "offset" < lag("offset") OVER (PARTITION BY topic, partition ORDER BY seq) AS back FROM `+rowsT+`) x WHERE back`).Scan(&disorder))
 	require.Zero(t, disorder, "rows written out of offset order within a partition")
 	got := map[int32]int64{}
-	res, err := r.Admin.Query(ctx, `SELECT partition, count(*), min("offset"), max("offset") FROM `+rowsT+` GROUP BY partition`)
+	res, err := v.Admin.Query(ctx, `SELECT partition, count(*), min("offset"), max("offset") FROM `+rowsT+` GROUP BY partition`)
 	require.NoError(t, err)
 	var (
 		p         int32
@@ -283,8 +308,8 @@ func (r *Rig) Verify(n int, mirror bool) {
 	require.NoError(t, err)
 	require.Equal(t, want, got, "rows per partition match the input")
 
-	offs, err := r.Admin.Query(ctx, `SELECT partition, next_offset FROM `+pgx.Identifier{r.Schema, "offsets"}.Sanitize()+
-		` WHERE consumer_group = $1 AND topic = $2`, r.Group, r.In)
+	offs, err := v.Admin.Query(ctx, `SELECT partition, next_offset FROM `+pgx.Identifier{v.Schema, "offsets"}.Sanitize()+
+		` WHERE consumer_group = $1 AND topic = $2`, v.Group, v.Topic)
 	require.NoError(t, err)
 	stored := map[int32]int64{}
 	var next int64
@@ -292,22 +317,27 @@ func (r *Rig) Verify(n int, mirror bool) {
 	require.NoError(t, err)
 	require.Equal(t, want, stored, "the offsets table stands at the end of each partition")
 
-	if mirror {
-		testkit.WaitFor(t, r.env.Timeouts.Progress, "the offsets mirrored to Kafka", func() bool {
-			fetched, err := adm.FetchOffsets(ctx, r.Group)
-			if err != nil {
-				return false
-			}
+	if v.Mirror {
+		mirrored := func() map[int32]int64 {
+			fetched, err := adm.FetchOffsets(ctx, v.Group)
+			require.NoError(t, err)
 			kafka := map[int32]int64{}
 			fetched.Each(func(o kadm.OffsetResponse) {
-				if o.Topic == r.In {
+				if o.Topic == v.Topic {
 					kafka[o.Partition] = o.At
 				}
 			})
-			return fmt.Sprint(kafka) == fmt.Sprint(want)
-		})
+			return kafka
+		}
+		if v.MirrorWait > 0 {
+			testkit.WaitFor(t, v.MirrorWait, "the offsets mirrored to Kafka", func() bool {
+				return fmt.Sprint(mirrored()) == fmt.Sprint(want)
+			})
+		} else {
+			require.Equal(t, want, mirrored(), "the offsets mirrored to Kafka")
+		}
 	}
-	t.Logf("SQL verifier: %d input records, %d rows, 0 duplicates, 0 missing, in order; offsets at %v", n, rows, stored)
+	t.Logf("SQL verifier: %d input records, %d rows, 0 duplicates, 0 missing, in order; offsets at %v", v.N, rows, stored)
 }
 
 // logger discards, unless EXACTLY_TEST_LOG names a level (debug, info,

@@ -21,10 +21,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/exactlyonce/exactly/internal/pgtest"
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
 	"github.com/exactlyonce/exactly/sinks"
@@ -949,63 +949,9 @@ func (r *pgRun) waitCommitted(n int, timeout time.Duration) {
 // offset order per partition, that the offsets table stands at the end of
 // each partition, and (mirror) that the group's Kafka offsets do too.
 func (r *pgRun) verify(mirror bool) {
-	t := r.t
-	t.Helper()
-	ctx := context.Background()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
-	require.NoError(t, err)
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, "in")
-	require.NoError(t, err)
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { want[o.Partition] = o.Offset })
-
-	rowsT := pgx.Identifier{r.schema, "rows"}.Sanitize()
-	var total, distinct int
-	require.NoError(t, r.admin.QueryRow(ctx, `SELECT count(*), count(DISTINCT (topic, partition, "offset")) FROM `+rowsT).Scan(&total, &distinct))
-	require.Equal(t, r.n, distinct, "every input record has a row")
-	require.Equal(t, r.n, total, "no input record has two rows")
-	var disorder int
-	require.NoError(t, r.admin.QueryRow(ctx, `SELECT count(*) FROM (
-		SELECT "offset" < lag("offset") OVER (PARTITION BY topic, partition ORDER BY seq) AS back FROM `+rowsT+`) x WHERE back`).Scan(&disorder))
-	require.Zero(t, disorder, "rows written out of offset order within a partition")
-	rows, err := r.admin.Query(ctx, `SELECT partition, count(*), min("offset"), max("offset") FROM `+rowsT+` GROUP BY partition`)
-	require.NoError(t, err)
-	got := map[int32]int64{}
-	var (
-		p         int32
-		c, lo, hi int64
-	)
-	_, err = pgx.ForEachRow(rows, []any{&p, &c, &lo, &hi}, func() error {
-		require.Equal(t, int64(0), lo, "partition %d starts at 0", p)
-		require.Equal(t, c-1, hi, "partition %d has no gap", p)
-		got[p] = c
-		return nil
-	})
-	require.NoError(t, err)
-	for p, end := range want {
-		if end == 0 {
-			delete(want, p)
-		}
-	}
-	require.Equal(t, want, got, "rows per partition match the input")
-
-	offs, err := r.admin.Query(ctx, `SELECT partition, next_offset FROM `+pgx.Identifier{r.schema, "offsets"}.Sanitize()+` WHERE consumer_group = $1 AND topic = 'in'`, r.group)
-	require.NoError(t, err)
-	stored := map[int32]int64{}
-	var next int64
-	_, err = pgx.ForEachRow(offs, []any{&p, &next}, func() error { stored[p] = next; return nil })
-	require.NoError(t, err)
-	require.Equal(t, want, stored, "the offsets table stands at the end of each partition")
-
-	if mirror {
-		fetched, err := adm.FetchOffsets(ctx, r.group)
-		require.NoError(t, err)
-		kafka := map[int32]int64{}
-		fetched.Each(func(o kadm.OffsetResponse) { kafka[o.Partition] = o.At })
-		require.Equal(t, want, kafka, "the offsets mirrored to Kafka")
-	}
+	r.t.Helper()
+	pgtest.VerifyRows(r.t, pgtest.Rows{Conn: []kgo.Opt{kgo.SeedBrokers(r.brokers...)}, Admin: r.admin,
+		Schema: r.schema, Topic: "in", Group: r.group, N: r.n, Mirror: mirror})
 }
 
 func pgRecords(def int) int {
