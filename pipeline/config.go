@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/exactlyonce/exactly/sinks"
+	"github.com/exactlyonce/exactly/txn"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -360,7 +361,9 @@ func (c *config) consumerOpts() []kgo.Opt {
 
 // connOpts are the connection options.
 func (c *config) connOpts() []kgo.Opt {
-	opts := append([]kgo.Opt(nil), c.clientOpts...)
+	// First, so that the user's ClientOpts override it.
+	opts := []kgo.Opt{kgo.MetadataMinAge(txn.MetadataMinAge)}
+	opts = append(opts, c.clientOpts...)
 	if len(c.brokers) > 0 {
 		opts = append(opts, kgo.SeedBrokers(c.brokers...))
 	}

@@ -71,6 +71,27 @@ type Session struct {
 	begun  time.Time // when the open transaction began
 }
 
+// MetadataMinAge is the shortest time between two metadata refreshes of
+// the session's clients unless ClientOpts sets kgo.MetadataMinAge itself.
+//
+// franz-go retries a produce that failed with a retriable error only after
+// a metadata refresh, and refreshes at most once per MetadataMinAge, 5 s by
+// default. On Apache Kafka 4 (transaction protocol v2) the first produce of
+// a transaction that begins right after the previous one committed is often
+// answered CONCURRENT_TRANSACTIONS while the coordinator still writes the
+// previous transaction's markers; with the default, that transaction then
+// waits up to 5 s (longer than a short transaction timeout, which turns it
+// into an unknown outcome), and after a broker failure every produce and
+// fetch that meets the old leader waits as long for the new one. The Java
+// client retries after retry.backoff.ms (100 ms). A metadata request is
+// small, and is only made this often while something fails.
+const MetadataMinAge = 250 * time.Millisecond
+
+// withDefaults puts the session's defaults before opts, which override them.
+func withDefaults(opts []kgo.Opt) []kgo.Opt {
+	return append([]kgo.Opt{kgo.MetadataMinAge(MetadataMinAge)}, opts...)
+}
+
 // Open fences the previous incarnation of cfg.TransactionalID and starts a
 // new group transact session.
 func Open(ctx context.Context, cfg Config) (*Session, error) {
@@ -94,8 +115,7 @@ func (s *Session) open(ctx context.Context) error {
 		return err
 	}
 	fenced := time.Since(start)
-	opts := make([]kgo.Opt, 0, len(s.cfg.ClientOpts)+len(s.cfg.ConsumerOpts)+1)
-	opts = append(opts, s.cfg.ClientOpts...)
+	opts := withDefaults(s.cfg.ClientOpts)
 	opts = append(opts, s.cfg.ConsumerOpts...)
 	opts = append(opts, kgo.TransactionalID(s.cfg.TransactionalID))
 	gts, err := kgo.NewGroupTransactSession(opts...)
@@ -112,7 +132,7 @@ func (s *Session) open(ctx context.Context) error {
 // the previous holder of the id left open, so the group's stable offset
 // fetch answers at once instead of after the transaction timeout.
 func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) error {
-	opts := append(append([]kgo.Opt(nil), clientOpts...), kgo.TransactionalID(transactionalID))
+	opts := append(withDefaults(clientOpts), kgo.TransactionalID(transactionalID))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("txn: creating the fencing client: %w", err)

@@ -37,6 +37,7 @@ import (
 	"github.com/exactlyonce/exactly/sinks/kafkasink"
 	"github.com/exactlyonce/exactly/sinks/pgsink"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // Exit codes.
@@ -148,6 +149,17 @@ func run() int {
 		pipeline.StartTimeout(2 * time.Minute),
 		pipeline.Logger(logger),
 		pipeline.Hooks(events{}),
+	}
+	if lv := os.Getenv("EXACTLY_CHAOS_KGO_LOG"); lv != "" {
+		// The client's own log (franz-go), for a look inside a stall:
+		// EXACTLY_CHAOS_KGO_LOG=debug|info|warn.
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(lv)); err != nil {
+			fmt.Fprintf(os.Stderr, "worker: EXACTLY_CHAOS_KGO_LOG=%q: %v (want debug, info, warn or error)\n", lv, err)
+			return exitUsage
+		}
+		kl := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+		opts = append(opts, pipeline.ClientOpts(kgo.WithLogger(kslog.New(kl))))
 	}
 	fail := func() bool { return f.abortRate > 0 && rand.Float64() < f.abortRate }
 	announce := func(b *sinks.Batch) {
