@@ -37,3 +37,19 @@ func TestSessionRefreshesMetadataSoonAfterAnError(t *testing.T) {
 	require.Less(t, MetadataMinAge, time.Second)
 	require.Equal(t, 2*time.Second, minAge(open(kgo.MetadataMinAge(2*time.Second))), "the user's option must win")
 }
+
+// The retry backoff grows from ~100 ms and never passes MaxRetryBackoff
+// (plus jitter), so the first retry after a failover is at most ~1 s late.
+func TestRetryBackoffIsCappedAtASecond(t *testing.T) {
+	require.InDelta(t, float64(100*time.Millisecond), float64(RetryBackoff(1)), float64(21*time.Millisecond))
+	prev := time.Duration(0)
+	for fails := 1; fails <= 50; fails++ {
+		d := RetryBackoff(fails)
+		require.LessOrEqual(t, d, MaxRetryBackoff*12/10, "fails=%d", fails)
+		if fails <= 4 {
+			require.Greater(t, d, prev*3/4, "fails=%d: the backoff should grow", fails)
+		}
+		prev = d
+	}
+	require.GreaterOrEqual(t, RetryBackoff(30), MaxRetryBackoff*8/10)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -87,9 +88,39 @@ type Session struct {
 // small, and is only made this often while something fails.
 const MetadataMinAge = 250 * time.Millisecond
 
-// withDefaults puts the session's defaults before opts, which override them.
+// MaxRetryBackoff caps the backoff between retries of a failed request
+// (franz-go: 250 ms doubling to 5 s). While a killed broker is not yet
+// fenced by the controller, every request to it fails and the backoff
+// grows; with franz-go's cap the first retry after the failover came up to
+// 4–5 s late. Java's producer and consumer cap it at 1 s
+// (retry.backoff.max.ms, KIP-580); so does this.
+const MaxRetryBackoff = time.Second
+
+// DefaultClientOpts are the options every client of a session (and of the
+// pipeline) starts with; options given after them override them.
+func DefaultClientOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.MetadataMinAge(MetadataMinAge),
+		kgo.RetryBackoffFn(RetryBackoff),
+	}
+}
+
+// RetryBackoff is the backoff of DefaultClientOpts: 100 ms doubling with
+// each failure up to MaxRetryBackoff, with ±20% jitter (Java's
+// retry.backoff.ms and retry.backoff.max.ms).
+func RetryBackoff(fails int) time.Duration {
+	d := MaxRetryBackoff
+	if fails <= 1 {
+		d = 100 * time.Millisecond
+	} else if fails < 5 {
+		d = min(MaxRetryBackoff, 100*time.Millisecond<<(fails-1))
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// withDefaults puts DefaultClientOpts before opts, which override them.
 func withDefaults(opts []kgo.Opt) []kgo.Opt {
-	return append([]kgo.Opt{kgo.MetadataMinAge(MetadataMinAge)}, opts...)
+	return append(DefaultClientOpts(), opts...)
 }
 
 // Open fences the previous incarnation of cfg.TransactionalID and starts a
