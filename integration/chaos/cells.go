@@ -337,5 +337,12 @@ func Matrix(scale float64) []Cell {
 			AbortRate: 0.2, Schedule: abortsSummary},
 		{Name: "pg-lost-commit-ack", Fault: "proxy drops every 25th COMMIT answer", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,
 			LostCommitAck: 25, Schedule: abortsSummary},
+		// The fault cells of faults*.go.
+		{Name: "lost-endtxn-ack", Fault: "proxy drops every 10th EndTxn answer", Mode: Kafka, Records: n(20_000), Rate: 1000, Workers: 3,
+			LostEndTxnAck: 10, Schedule: lostEndTxnSchedule},
+		{Name: "coordinator-kill", Fault: "kill -9 txn coordinator at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 3,
+			KafkaProxy: true, Schedule: midCommitKillSchedule("coordinator")},
+		{Name: "leader-kill", Fault: "kill -9 input leader at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 3,
+			KafkaProxy: true, Schedule: midCommitKillSchedule("leader")},
 	}
 }
