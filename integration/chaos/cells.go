@@ -344,5 +344,15 @@ func Matrix(scale float64) []Cell {
 			KafkaProxy: true, Schedule: midCommitKillSchedule("coordinator")},
 		{Name: "leader-kill", Fault: "kill -9 input leader at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 3,
 			KafkaProxy: true, Schedule: midCommitKillSchedule("leader")},
+		{Name: "pg-zombie", Fault: "SIGSTOP past session, SIGCONT", Mode: Postgres, Records: n(20_000), Rate: 500, Workers: 2,
+			Schedule: zombieSchedule, ExtraArgs: []string{"-announce-stage"}},
+		{Name: "pg-crash-before-commit", Fault: "SIGKILL at COMMIT, not forwarded x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
+			PGCrash: "before", Schedule: pgCrashSchedule},
+		{Name: "pg-crash-after-commit", Fault: "SIGKILL after COMMIT's answer x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
+			PGCrash: "after", Schedule: pgCrashSchedule},
+		// pg-immediate-restart restarts the SHARED Postgres server (every
+		// client of it loses its connections): `make chaos` does that twice.
+		{Name: "pg-immediate-restart", Fault: "pg_ctlcluster restart -m immediate x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
+			Schedule: pgRestartSchedule},
 	}
 }
