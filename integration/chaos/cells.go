@@ -340,9 +340,9 @@ func Matrix(scale float64) []Cell {
 		// The fault cells of faults*.go.
 		{Name: "lost-endtxn-ack", Fault: "proxy drops every 10th EndTxn answer", Mode: Kafka, Records: n(20_000), Rate: 1000, Workers: 3,
 			LostEndTxnAck: 10, Schedule: lostEndTxnSchedule},
-		{Name: "coordinator-kill", Fault: "kill -9 txn coordinator at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 3,
+		{Name: "coordinator-kill", Fault: "kill -9 txn coordinator at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 300, Workers: 3,
 			KafkaProxy: true, Schedule: midCommitKillSchedule("coordinator")},
-		{Name: "leader-kill", Fault: "kill -9 input leader at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 3,
+		{Name: "leader-kill", Fault: "kill -9 input leader at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 300, Workers: 3,
 			KafkaProxy: true, Schedule: midCommitKillSchedule("leader")},
 		{Name: "pg-zombie", Fault: "SIGSTOP past session, SIGCONT", Mode: Postgres, Records: n(20_000), Rate: 500, Workers: 2,
 			Schedule: zombieSchedule, ExtraArgs: []string{"-announce-stage"}},

@@ -44,7 +44,9 @@ func lostEndTxnSchedule(ctx context.Context, r *Run) error {
 }
 
 // midCommitKillSchedule kill -9s a broker at the moment a transaction is
-// being committed, twice (at >= 25% and >= 60% progress), and starts it again:
+// being committed, twice (at >= 15% and >= 50% progress; the feed lasts about 65 s, so that
+// the second kill comes while records still flow after the first broker's
+// restart, which waits for full ISRs: 20-50 s), and starts it again:
 //
 //   - "coordinator": the transaction coordinator of w1's transactional id
 //     (<group>:w1, found with DescribeTransactions), killed right after w1's
@@ -63,7 +65,7 @@ func midCommitKillSchedule(kind string) func(context.Context, *Run) error {
 		if err := r.checkNodeOrder(ctx); err != nil {
 			return err
 		}
-		for round, at := range []float64{0.25, 0.60} {
+		for round, at := range []float64{0.15, 0.50} {
 			if err := r.WaitProgress(ctx, at, progressTimeout); err != nil {
 				return err
 			}
