@@ -136,5 +136,7 @@ func pgRestartSchedule(ctx context.Context, r *Run) error {
 		r.Note("restart %d of Postgres %s/%s (-m immediate) at %.0f%%, %d other sessions connected: took %v; first commit of a batch begun after it: %s %v later",
 			i+1, ver, name, 100*from, others, up.Sub(start).Round(time.Millisecond), first.worker, first.at.Sub(up).Round(time.Millisecond))
 	}
+	r.Note("the workers logged %d \"postgres unavailable\" and %d \"commit outcome unknown\"",
+		r.countLogLines("postgres unavailable"), r.countLogLines("commit outcome unknown"))
 	return nil
 }
