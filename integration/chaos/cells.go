@@ -354,7 +354,9 @@ func Matrix(scale float64) []Cell {
 		// client of it loses its connections): `make chaos` does that twice.
 		{Name: "pg-immediate-restart", Fault: "pg_ctlcluster restart -m immediate x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
 			Schedule: pgRestartSchedule},
-		{Name: "pg-broker-bounce", Fault: "kill -9 each broker", Mode: Postgres, Records: n(30_000), Rate: 500, Workers: 3,
+		{Name: "pg-broker-bounce", Fault: "kill -9 each broker", Mode: Postgres, Records: n(20_000), Rate: 150, Workers: 3,
 			Schedule: brokerSchedule},
+		{Name: "lost-endtxn-ack-stall", Fault: "every 20th EndTxn answer lost for 6s", Mode: Kafka, Records: n(20_000), Rate: 1000, Workers: 3,
+			LostEndTxnAck: 20, LostEndTxnFor: 6 * time.Second, Schedule: lostEndTxnSchedule},
 	}
 }

@@ -148,7 +148,7 @@ func (r *Run) faultArgs(id string) []string {
 	p := f.kprox[id]
 	f.mu.Unlock()
 	if p == nil {
-		p = &KafkaProxy{Targets: r.Cfg.Brokers, DropEndTxnEvery: r.Cell.LostEndTxnAck}
+		p = &KafkaProxy{Targets: r.Cfg.Brokers, DropEndTxnEvery: r.Cell.LostEndTxnAck, DropFor: r.Cell.LostEndTxnFor}
 		p.OnRequest = func(target int, key int16) { r.fire(id, target+1, key) }
 		p.Log = func(format string, args ...any) { r.logf("kafka proxy of %s: "+format, append([]any{id}, args...)...) }
 		if _, err := p.Listen(); err != nil {

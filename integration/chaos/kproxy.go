@@ -34,6 +34,10 @@ type KafkaProxy struct {
 	// EndTxn request (the request reaches the broker) and closes the
 	// client's connection instead: a lost acknowledgement.
 	DropEndTxnEvery int64
+	// DropFor > 0 keeps dropping: after a dropped answer, every EndTxn
+	// answer (the client's retries) is dropped for this long, so that the
+	// client cannot learn the outcome before its deadline.
+	DropFor time.Duration
 	// OnRequest, if set, is called after a request with one of the api keys
 	// above was forwarded to Targets[target], before the next request of
 	// that connection is read. It may block (e.g. to kill the broker).
@@ -42,6 +46,7 @@ type KafkaProxy struct {
 	Log func(format string, args ...any)
 
 	endTxns  atomic.Int64
+	until    atomic.Int64 // unix ns: drop every EndTxn answer until then
 	dropped  atomic.Int64
 	lns      []net.Listener
 	addrs    []string
@@ -164,7 +169,7 @@ func (p *KafkaProxy) serve(client net.Conn, target int) {
 			}
 			if key == apiEndTxn {
 				n := p.endTxns.Add(1)
-				if p.DropEndTxnEvery > 0 && n%p.DropEndTxnEvery == 0 {
+				if p.DropEndTxnEvery > 0 && n%p.DropEndTxnEvery == 0 || time.Now().UnixNano() < p.until.Load() {
 					mu.Lock()
 					pending[int32(binary.BigEndian.Uint32(msg[8:12]))] = true
 					mu.Unlock()
@@ -193,6 +198,9 @@ func (p *KafkaProxy) serve(client net.Conn, target int) {
 				mu.Unlock()
 				if drop {
 					p.dropped.Add(1)
+					if p.DropFor > 0 && time.Now().UnixNano() >= p.until.Load() {
+						p.until.Store(time.Now().Add(p.DropFor).UnixNano())
+					}
 					if p.Log != nil {
 						p.Log("dropped the answer to EndTxn (correlation id %d) from %s; closing the connection", corr, p.Targets[target])
 					}

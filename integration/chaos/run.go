@@ -77,6 +77,9 @@ type Cell struct {
 	// LostEndTxnAck > 0 (implies KafkaProxy) drops the answer to every
 	// LostEndTxnAck-th EndTxn request of each worker.
 	LostEndTxnAck int64
+	// LostEndTxnFor > 0: after each drop, every EndTxn answer of that
+	// worker is dropped for this long (its retries too).
+	LostEndTxnFor time.Duration
 	// PGCrash "before" or "after" puts a Postgres proxy between the
 	// workers and the server whose COMMIT hooks the schedule arms to
 	// SIGKILL a worker right before its COMMIT is forwarded, or right
