@@ -42,14 +42,21 @@ func (r *Run) arm(t *trigger) {
 	f.mu.Unlock()
 }
 
-// disarm removes t if it is still armed.
-func (r *Run) disarm(t *trigger) {
+// disarm removes t if it is still armed. If it was not (it fired, maybe
+// just now, after its await timed out), disarm waits until its action is
+// done and reports true: the fault happened and must be healed.
+func (r *Run) disarm(t *trigger) (fired bool) {
 	f := r.faultState()
 	f.mu.Lock()
-	if f.trig == t {
+	armed := f.trig == t
+	if armed {
 		f.trig = nil
 	}
 	f.mu.Unlock()
+	if !armed {
+		<-t.fired
+	}
+	return !armed
 }
 
 // fire runs the armed trigger if it matches, once; it reports whether it did.

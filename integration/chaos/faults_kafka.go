@@ -105,7 +105,9 @@ func midCommitKillSchedule(kind string) func(context.Context, *Run) error {
 			t := newTrigger(match, func(string, int) { killErr = r.Cfg.Cluster.KillNow(node) })
 			r.arm(t)
 			err := t.await(ctx, time.Minute, "an EndTxn for "+what)
-			r.disarm(t)
+			if r.disarm(t) {
+				err = nil // it fired after all: go on and heal it
+			}
 			if err != nil {
 				return err
 			}
