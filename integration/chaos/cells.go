@@ -337,5 +337,26 @@ func Matrix(scale float64) []Cell {
 			AbortRate: 0.2, Schedule: abortsSummary},
 		{Name: "pg-lost-commit-ack", Fault: "proxy drops every 25th COMMIT answer", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,
 			LostCommitAck: 25, Schedule: abortsSummary},
+		// The fault cells of faults*.go.
+		{Name: "lost-endtxn-ack", Fault: "proxy drops every 10th EndTxn answer", Mode: Kafka, Records: n(20_000), Rate: 1000, Workers: 3,
+			LostEndTxnAck: 10, Schedule: lostEndTxnSchedule},
+		{Name: "coordinator-kill", Fault: "kill -9 txn coordinator at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 300, Workers: 3,
+			KafkaProxy: true, Schedule: midCommitKillSchedule("coordinator")},
+		{Name: "leader-kill", Fault: "kill -9 input leader at EndTxn x2", Mode: Kafka, Records: n(20_000), Rate: 300, Workers: 3,
+			KafkaProxy: true, Schedule: midCommitKillSchedule("leader")},
+		{Name: "pg-zombie", Fault: "SIGSTOP past session, SIGCONT", Mode: Postgres, Records: n(20_000), Rate: 500, Workers: 2,
+			Schedule: zombieSchedule, ExtraArgs: []string{"-announce-stage"}},
+		{Name: "pg-crash-before-commit", Fault: "SIGKILL at COMMIT, not forwarded x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
+			PGCrash: "before", Schedule: pgCrashSchedule},
+		{Name: "pg-crash-after-commit", Fault: "SIGKILL after COMMIT's answer x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
+			PGCrash: "after", Schedule: pgCrashSchedule},
+		// pg-immediate-restart restarts the SHARED Postgres server (every
+		// client of it loses its connections): `make chaos` does that twice.
+		{Name: "pg-immediate-restart", Fault: "pg_ctlcluster restart -m immediate x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
+			Schedule: pgRestartSchedule},
+		{Name: "pg-broker-bounce", Fault: "kill -9 each broker", Mode: Postgres, Records: n(20_000), Rate: 150, Workers: 3,
+			Schedule: brokerSchedule},
+		{Name: "lost-endtxn-ack-stall", Fault: "every 20th EndTxn answer lost for 6s", Mode: Kafka, Records: n(20_000), Rate: 1000, Workers: 3,
+			LostEndTxnAck: 20, LostEndTxnFor: 6 * time.Second, Schedule: lostEndTxnSchedule},
 	}
 }

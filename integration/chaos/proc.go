@@ -104,6 +104,9 @@ func (p *Proc) line(l string) {
 		}
 		p.commits += n
 		p.commitTxns++
+		if start, err := strconv.ParseInt(f[3], 10, 64); err == nil {
+			p.run.onCommit(p.ID, now, time.Unix(0, start)) // faults.go
+		}
 		p.run.committed.Add(n)
 		p.run.notify()
 	case "ABORT":

@@ -23,6 +23,14 @@ import (
 type LostAckProxy struct {
 	Target string
 	Every  int64
+	// BeforeCommit, if set, is called with the connection's
+	// application_name when a COMMIT arrives, before it is forwarded; if it
+	// returns true, the COMMIT is not forwarded and the connection closed.
+	BeforeCommit func(app string) bool
+	// AfterCommit, if set, is called when the server's CommandComplete
+	// COMMIT arrives, before it is forwarded; if it returns true, the answer
+	// is dropped and the connection closed.
+	AfterCommit func(app string) bool
 
 	ln      net.Listener
 	commits atomic.Int64
@@ -109,6 +117,8 @@ func (p *LostAckProxy) serve(client net.Conn) {
 	}
 	defer p.untrack(server)
 	var drop atomic.Bool // the next CommandComplete COMMIT is dropped
+	var app atomic.Value // the client's application_name
+	app.Store("")
 	done := make(chan struct{}, 2)
 	go func() { // client -> server
 		defer func() { done <- struct{}{} }()
@@ -118,9 +128,15 @@ func (p *LostAckProxy) serve(client net.Conn) {
 			if err != nil {
 				return
 			}
+			if first {
+				app.Store(startupParam(msg, "application_name"))
+			}
 			if !first && typ == 'Q' && len(msg) > 5 && bytes.HasPrefix(bytes.ToLower(msg[5:]), []byte("commit")) {
 				if n := p.commits.Add(1); p.Every > 0 && n%p.Every == 0 {
 					drop.Store(true)
+				}
+				if p.BeforeCommit != nil && p.BeforeCommit(app.Load().(string)) {
+					return // the COMMIT never reaches the server
 				}
 			}
 			first = false
@@ -138,6 +154,10 @@ func (p *LostAckProxy) serve(client net.Conn) {
 			}
 			if typ == 'C' && drop.Load() && len(msg) > 5 && bytes.HasPrefix(msg[5:], []byte("COMMIT")) {
 				p.dropped.Add(1)
+				return // the answer is lost: close both sides
+			}
+			if typ == 'C' && p.AfterCommit != nil && len(msg) > 5 && bytes.HasPrefix(msg[5:], []byte("COMMIT")) &&
+				p.AfterCommit(app.Load().(string)) {
 				return // the answer is lost: close both sides
 			}
 			if _, err := client.Write(msg); err != nil {
@@ -177,4 +197,19 @@ func readMsg(r io.Reader, untyped bool) (byte, []byte, error) {
 	copy(msg, hdr[:])
 	_, err := io.ReadFull(r, msg[5:])
 	return hdr[0], msg, err
+}
+
+// startupParam is the value of parameter name in a startup message (length,
+// protocol version, then NUL-terminated name and value pairs), or "".
+func startupParam(msg []byte, name string) string {
+	if len(msg) < 8 {
+		return ""
+	}
+	parts := bytes.Split(msg[8:], []byte{0})
+	for i := 0; i+1 < len(parts); i += 2 {
+		if string(parts[i]) == name {
+			return string(parts[i+1])
+		}
+	}
+	return ""
 }

@@ -71,6 +71,20 @@ type Cell struct {
 	// LostCommitAck > 0 puts a LostAckProxy between the workers and
 	// Postgres that drops the answer to every LostCommitAck-th COMMIT.
 	LostCommitAck int64
+	// KafkaProxy puts a KafkaProxy between each worker and the brokers
+	// (the kill-mid-commit cells trigger on the requests it sees).
+	KafkaProxy bool
+	// LostEndTxnAck > 0 (implies KafkaProxy) drops the answer to every
+	// LostEndTxnAck-th EndTxn request of each worker.
+	LostEndTxnAck int64
+	// LostEndTxnFor > 0: after each drop, every EndTxn answer of that
+	// worker is dropped for this long (its retries too).
+	LostEndTxnFor time.Duration
+	// PGCrash "before" or "after" puts a Postgres proxy between the
+	// workers and the server whose COMMIT hooks the schedule arms to
+	// SIGKILL a worker right before its COMMIT is forwarded, or right
+	// after the server's answer arrived (which is then not forwarded).
+	PGCrash string
 }
 
 // Run is one cell being run.
@@ -103,6 +117,7 @@ type Run struct {
 	maxGapAt   float64       // progress when it ended
 	notes      []string
 	failures   []string
+	faults     *faults // faults.go
 }
 
 func (r *Run) logf(format string, args ...any) {
@@ -171,6 +186,7 @@ func (r *Run) workerArgs(id string) []string {
 	if r.Cell.AbortRate > 0 {
 		a = append(a, "-abort-rate", strconv.FormatFloat(r.Cell.AbortRate, 'f', -1, 64))
 	}
+	a = append(a, r.faultArgs(id)...)
 	return append(a, r.Cell.ExtraArgs...)
 }
 
@@ -520,7 +536,7 @@ func (r *Run) setup(ctx context.Context) error {
 			return fmt.Errorf("creating the result table: %w", err)
 		}
 	}
-	return nil
+	return r.setupFaults(ctx)
 }
 
 func (r *Run) teardown() {
@@ -533,6 +549,7 @@ func (r *Run) teardown() {
 	if r.proxy != nil {
 		r.proxy.Close()
 	}
+	r.closeFaults()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if r.adm != nil {
@@ -652,6 +669,7 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 			r.Fail("the proxy dropped no COMMIT answer")
 		}
 	}
+	r.noteFaults()
 	r.check(ctx, &res)
 	return res
 }

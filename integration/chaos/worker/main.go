@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -58,6 +59,7 @@ type flags struct {
 	maxWait                           time.Duration
 	session, txn                      time.Duration
 	announceStage, verbose            bool
+	dialVia                           map[string]string // broker address -> address to dial instead
 }
 
 func parse(args []string) (flags, error) {
@@ -79,7 +81,12 @@ func parse(args []string) (flags, error) {
 	fs.DurationVar(&f.txn, "txn-timeout", 5*time.Second, "transaction timeout")
 	fs.BoolVar(&f.announceStage, "announce-stage", false, "print a STAGE line when a Stage call begins")
 	fs.BoolVar(&f.verbose, "v", false, "log at INFO")
+	dialVia := fs.String("dial-via", "", "broker=proxy address pairs, comma-separated: dial each broker through its proxy")
 	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	var err error
+	if f.dialVia, err = parseDialVia(*dialVia); err != nil {
 		return f, err
 	}
 	switch {
@@ -161,6 +168,9 @@ func run() int {
 		kl := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 		opts = append(opts, pipeline.ClientOpts(kgo.WithLogger(kslog.New(kl))))
 	}
+	if len(f.dialVia) > 0 {
+		opts = append(opts, pipeline.ClientOpts(kgo.Dialer(viaDialer(f.dialVia))))
+	}
 	fail := func() bool { return f.abortRate > 0 && rand.Float64() < f.abortRate }
 	announce := func(b *sinks.Batch) {
 		if f.announceStage {
@@ -236,4 +246,32 @@ func finish(err error) int {
 	}
 	emit("EXIT %d %s", code, msg)
 	return code
+}
+
+// parseDialVia parses -dial-via: "host:port=host:port,...".
+func parseDialVia(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, pair := range strings.Split(s, ",") {
+		from, to, ok := strings.Cut(pair, "=")
+		if !ok || from == "" || to == "" {
+			return nil, fmt.Errorf("-dial-via %q: want broker=proxy pairs like 127.0.0.1:9492=127.0.0.1:40001, comma-separated", pair)
+		}
+		m[from] = to
+	}
+	return m, nil
+}
+
+// viaDialer dials every broker in via through its proxy, and any other
+// address directly.
+func viaDialer(via map[string]string) func(ctx context.Context, network, host string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return func(ctx context.Context, network, host string) (net.Conn, error) {
+		if to, ok := via[host]; ok {
+			host = to
+		}
+		return d.DialContext(ctx, network, host)
+	}
 }
