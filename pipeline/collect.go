@@ -37,7 +37,8 @@ func (p *Pipeline[W]) pollSize(n, size int, chunk *int) int {
 const learnPolls = 64
 
 // collect polls one batch per partition, bounded by MaxRecords, MaxBytes
-// and MaxWait after the first record.
+// and MaxWait after the first record. A batch at least half full by count or
+// bytes also ends when a poll finds nothing more fetched (see the loop).
 func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*sinks.Batch, error) {
 	var (
 		batches []*sinks.Batch
@@ -55,7 +56,8 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 	}()
 	chunk := 0 // records asked for by the last poll
 	for n < p.cfg.maxRecords && size < p.cfg.maxBytes {
-		fs, err := sess.Poll(waitCtx, p.pollSize(n, size, &chunk))
+		want := p.pollSize(n, size, &chunk)
+		fs, err := sess.Poll(waitCtx, want)
 		if err != nil {
 			if n > 0 && !sinks.IsFatal(err) {
 				// Never drop what was polled: a later commit
@@ -80,10 +82,12 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 				return nil, err
 			}
 		}
+		got := 0
 		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
 				return
 			}
+			got += len(ftp.Records)
 			k := tp{ftp.Topic, ftp.Partition}
 			i, ok := index[k]
 			if !ok {
@@ -91,7 +95,14 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 				index[k] = i
 				batches = append(batches, &sinks.Batch{Topic: ftp.Topic, Partition: ftp.Partition})
 			}
-			batches[i].Records = append(batches[i].Records, ftp.Records...)
+			if b := batches[i]; b.Records == nil {
+				// The partition's first records of the batch: keep
+				// kgo's slice instead of copying it. Capped, so a
+				// later append copies instead of writing past it.
+				b.Records = ftp.Records[:len(ftp.Records):len(ftp.Records)]
+			} else {
+				b.Records = append(b.Records, ftp.Records...)
+			}
 			for _, r := range ftp.Records {
 				rs := len(r.Key) + len(r.Value)
 				size += rs
@@ -105,6 +116,15 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 			timer = time.AfterFunc(p.cfg.maxWait, cancel)
 		}
 		if waitCtx.Err() != nil {
+			break
+		}
+		if got > 0 && got < want && (2*n >= p.cfg.maxRecords || 2*size >= p.cfg.maxBytes) {
+			// The poll took everything fetched so far, so the client
+			// is fetching more now. Half a batch is enough to
+			// amortise the transaction: it goes to the Stage instead
+			// of waiting for that fetch, which then overlaps the
+			// Stage and the commit rather than delaying both (the
+			// client fetches nothing while records are buffered).
 			break
 		}
 	}
