@@ -36,15 +36,22 @@ type childStats struct {
 	StageMS []float64 `json:"stage_ms,omitempty"`
 	// PollMS is exactly's PollInfo.Took per batch: first poll → batch
 	// complete (the rest of TookMS is Begin, Stage and commit).
-	PollMS    []float64 `json:"poll_ms,omitempty"`
+	PollMS []float64 `json:"poll_ms,omitempty"`
+	// BeginMS is exactly-pg's Session.Begin per transaction (one
+	// connection and BEGIN per partition).
+	BeginMS []float64 `json:"begin_ms,omitempty"`
+	// RestMS is what a transaction's Took leaves after its poll, Stage and
+	// commit: Begin, starting the Stage calls, the loop's bookkeeping.
+	RestMS    []float64 `json:"rest_ms,omitempty"`
 	AbortedTx int64     `json:"aborted_txns"`
 }
 
 // commitLog collects commit latencies, bounded so a long run cannot grow
 // without limit.
 type commitLog struct {
-	mu sync.Mutex
-	st childStats
+	mu       sync.Mutex
+	st       childStats
+	lastPoll time.Duration // of the batch being committed (OnPolled runs before its commit)
 }
 
 const maxCommitSamples = 1 << 20
@@ -73,6 +80,7 @@ func (c *commitLog) took(took, stage time.Duration) {
 func (c *commitLog) OnPolled(pi pipeline.PollInfo) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastPoll = pi.Took
 	if len(c.st.PollMS) < maxCommitSamples {
 		c.st.PollMS = append(c.st.PollMS, float64(pi.Took.Microseconds())/1000)
 	}
@@ -302,6 +310,12 @@ func exactlyOpts(f contenderFlags, log *commitLog) []pipeline.Opt {
 		pipeline.OnCommit(func(ci pipeline.CommitInfo) {
 			log.add(ci.Commit)
 			log.took(ci.Took, ci.Stage)
+			log.mu.Lock()
+			if len(log.st.RestMS) < maxCommitSamples {
+				rest := ci.Took - log.lastPoll - ci.Stage - ci.Commit
+				log.st.RestMS = append(log.st.RestMS, float64(rest.Microseconds())/1000)
+			}
+			log.mu.Unlock()
 		}),
 		pipeline.Hooks(log),
 	}
@@ -374,11 +388,43 @@ func runExactlyPG(ctx context.Context, f contenderFlags, log *commitLog) error {
 		_, err := w.CopyFrom(ctx, table, rowColumns, copyRows(b.Records))
 		return err
 	})
-	p, err := pipeline.New(sink, stage, exactlyOpts(f, log)...)
+	p, err := pipeline.New[*pgsink.Writer](timedPG{Sink: sink, log: log}, stage, exactlyOpts(f, log)...)
 	if err != nil {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// timedPG is the Postgres sink with its sessions' Begin timed. The sink's
+// other methods (CheckConfig, ConsumesFromKafka) are promoted, so the
+// pipeline sees the same sink.
+type timedPG struct {
+	*pgsink.Sink
+	log *commitLog
+}
+
+func (t timedPG) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session[*pgsink.Writer], error) {
+	s, err := t.Sink.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return timedSession{Session: s, log: t.log}, nil
+}
+
+type timedSession struct {
+	sinks.Session[*pgsink.Writer]
+	log *commitLog
+}
+
+func (t timedSession) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*pgsink.Writer], error) {
+	start := time.Now()
+	tx, err := t.Session.Begin(ctx, batches)
+	t.log.mu.Lock()
+	if len(t.log.st.BeginMS) < maxCommitSamples {
+		t.log.st.BeginMS = append(t.log.st.BeginMS, float64(time.Since(start).Microseconds())/1000)
+	}
+	t.log.mu.Unlock()
+	return tx, err
 }
 
 // runPGRaw is the raw pgx loop a user would write by hand: offsets loaded

@@ -80,6 +80,11 @@ type Run struct {
 	TookP50   float64 `json:"txn_took_p50_ms,omitempty"`  // exactly: first poll → committed
 	StageP50  float64 `json:"txn_stage_p50_ms,omitempty"` // exactly: the Stage
 	PollP50   float64 `json:"txn_poll_p50_ms,omitempty"`  // exactly: collecting the batch
+	RestP50   float64 `json:"txn_rest_p50_ms,omitempty"`  // exactly: took − poll − stage − commit
+	BeginP50  float64 `json:"txn_begin_p50_ms,omitempty"` // exactly_pg: Session.Begin
+	PollSum   float64 `json:"txn_poll_sum_s,omitempty"`
+	CommitSum float64 `json:"txn_commit_sum_s,omitempty"`
+	TookSum   float64 `json:"txn_took_sum_s,omitempty"` // the transactions' Took added up: the rest of Seconds is start and idle
 	Commits   int     `json:"commits,omitempty"`
 	Aborted   int64   `json:"aborted_txns,omitempty"`
 	Others    float64 `json:"others_cores"` // CPU other processes used during the run, in cores
@@ -395,7 +400,12 @@ func (d *driver) throughput(ctx context.Context, c Contender, size, round int, p
 					r.CommitP50, r.CommitP99 = Percentile(st.CommitMS, 50), Percentile(st.CommitMS, 99)
 				}
 				r.TookP50, r.StageP50 = Percentile(st.TookMS, 50), Percentile(st.StageMS, 50)
-				r.PollP50 = Percentile(st.PollMS, 50)
+				r.PollP50, r.RestP50 = Percentile(st.PollMS, 50), Percentile(st.RestMS, 50)
+				r.BeginP50 = Percentile(st.BeginMS, 50)
+				for _, ms := range st.TookMS {
+					r.TookSum += ms / 1000
+				}
+				r.PollSum, r.CommitSum = sum(st.PollMS)/1000, sum(st.CommitMS)/1000
 			}
 		}
 	}
@@ -413,6 +423,14 @@ func (d *driver) throughput(ctx context.Context, c Contender, size, round int, p
 		}
 	}
 	return r, nil
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
 }
 
 // checkOutput checks the output's offsets: exactly n records for the

@@ -186,8 +186,8 @@ CREATE TABLE IF NOT EXISTS exactly_bench.raw_offsets (grp text NOT NULL, topic t
 				if err != nil {
 					return fmt.Errorf("round %d, %d B: %w", round, size, err)
 				}
-				fmt.Fprintf(os.Stderr, "bench: round %d %4d B %-16s %9.0f rec/s  %5.2fs  cpu %5.2fs  rss %4.0f MB  others %.2f  txns %d (took p50 %.1f ms, poll %.1f, stage %.1f, commit %.1f)\n",
-					round, size, c.Name, r.RecPerS, r.Seconds, r.CPUSec, r.RSSMB, r.Others, r.Commits, r.TookP50, r.PollP50, r.StageP50, r.CommitP50)
+				fmt.Fprintf(os.Stderr, "bench: round %d %4d B %-16s %9.0f rec/s  %5.2fs  cpu %5.2fs  rss %4.0f MB  others %.2f  txns %d (sum %.2fs: poll %.2fs, commit %.2fs; took p50 %.1f ms, poll %.1f, stage %.1f, commit %.1f, rest %.2f, begin %.2f)\n",
+					round, size, c.Name, r.RecPerS, r.Seconds, r.CPUSec, r.RSSMB, r.Others, r.Commits, r.TookSum, r.PollSum, r.CommitSum, r.TookP50, r.PollP50, r.StageP50, r.CommitP50, r.RestP50, r.BeginP50)
 				res.Runs = append(res.Runs, r)
 			}
 		}
