@@ -27,6 +27,16 @@ type drySink struct {
 
 type drySinkCommit struct{ records, waitedBefore int }
 
+// earlyDrySink is a drySink whose session asks for batches that end when
+// nothing more is fetched, as the Postgres sink's does.
+type earlyDrySink struct{ *drySink }
+
+func (s earlyDrySink) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
+	return s, nil
+}
+
+func (earlyDrySink) EndBatchWhenDrained() bool { return true }
+
 func (s *drySink) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
 	return s, nil
 }
@@ -76,24 +86,32 @@ func (t *dryTxn) Commit(context.Context) error {
 
 func (t *dryTxn) Rollback(context.Context) error { return nil }
 
-// A batch at least half of MaxRecords ends as soon as a poll takes
-// everything fetched so far (it returned fewer records than it asked for):
-// it does not wait MaxWait for more, so the client's next fetch overlaps the
-// Stage and the commit. A smaller batch still waits for more, up to MaxWait.
+// For a session that asks for it (the Postgres sink's), a batch at least half
+// of MaxRecords ends as soon as a poll takes everything fetched so far (it
+// returned fewer records than it asked for): it does not wait MaxWait for
+// more, so the client's next fetch overlaps the Stage and the commit. A
+// smaller batch still waits for more, up to MaxWait, and so does every batch
+// of a session that does not ask for it (Kafka mode).
 func TestHalfFullBatchEndsWhenNothingMoreIsFetched(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
+		early     bool
 		avail     int
 		mustWait  bool
 		maxRecord int
 	}{
-		{"half full: no wait", 60, false, 100},
-		{"less than half: waits for more", 40, true, 100},
-		{"full: no wait", 100, false, 100},
+		{"half full: no wait", true, 60, false, 100},
+		{"less than half: waits for more", true, 40, true, 100},
+		{"full: no wait", true, 100, false, 100},
+		{"not asked for: half full waits", false, 60, true, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &drySink{avail: tc.avail, commits: make(chan drySinkCommit, 4)}
-			p, err := pipeline.New[*fakeWriter](s, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
+			var sink sinks.Sink[*fakeWriter] = s
+			if tc.early {
+				sink = earlyDrySink{s}
+			}
+			p, err := pipeline.New[*fakeWriter](sink, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
 				pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("a"),
 				pipeline.MaxRecords(tc.maxRecord), pipeline.MaxWait(50*time.Millisecond))
 			require.NoError(t, err)
