@@ -416,6 +416,13 @@ type timedSession struct {
 	log *commitLog
 }
 
+// EndBatchWhenDrained forwards the Postgres session's answer to the
+// pipeline, which finds it by type assertion on the session.
+func (t timedSession) EndBatchWhenDrained() bool {
+	e, ok := t.Session.(interface{ EndBatchWhenDrained() bool })
+	return ok && e.EndBatchWhenDrained()
+}
+
 func (t timedSession) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*pgsink.Writer], error) {
 	start := time.Now()
 	tx, err := t.Session.Begin(ctx, batches)
