@@ -59,6 +59,7 @@ func contenders() []Contender {
 		{Name: "exactly_pg_nomirror", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-mirror=false"}, Optional: true},
 		{Name: "exactly_pg_c1", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-concurrency", "1"}, Optional: true},
 		{Name: "exactly_pg_fetch4m", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-fetchpart", "4194304"}, Optional: true},
+		{Name: "exactly_pg_fetch2m", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-fetchpart", "2097152"}, Optional: true},
 		{Name: "exactly_fetch4m", Family: "kafka", Kind: "exactly", Extra: []string{"-fetchpart", "4194304"}, Optional: true},
 		{Name: "pgraw_pertx", Family: "postgres", Kind: "pgraw", Extra: []string{"-pertx"}, Optional: true},
 	}
