@@ -33,11 +33,22 @@ func (p *Pipeline[W]) pollSize(n, size int, chunk *int) int {
 	return want
 }
 
+// earlyEnder is implemented by sessions whose commit is cheap next to a
+// fetch round trip (the Postgres sink's: one COMMIT per partition, a few ms):
+// for them a batch half full goes to the Stage when a poll finds nothing more
+// fetched, rather than wait for the next fetch. Kafka-mode sessions do not:
+// a Kafka transaction costs several broker round trips (tens of ms on the
+// bench broker), and more, smaller transactions could not be shown to pay
+// for the fetch wait they save (docs/PERFORMANCE.md, 2026-12-01).
+type earlyEnder interface{ EndBatchWhenDrained() bool }
+
 // learnPolls is how many polls size their batches cautiously (see pollSize).
 const learnPolls = 64
 
 // collect polls one batch per partition, bounded by MaxRecords, MaxBytes
-// and MaxWait after the first record.
+// and MaxWait after the first record. For a session that asks for it
+// ([earlyEnder]), a batch at least half full by count or bytes also ends
+// when a poll finds nothing more fetched (see the loop).
 func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*sinks.Batch, error) {
 	var (
 		batches []*sinks.Batch
@@ -54,8 +65,11 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 		}
 	}()
 	chunk := 0 // records asked for by the last poll
+	es, early := sess.(earlyEnder)
+	early = early && es.EndBatchWhenDrained()
 	for n < p.cfg.maxRecords && size < p.cfg.maxBytes {
-		fs, err := sess.Poll(waitCtx, p.pollSize(n, size, &chunk))
+		want := p.pollSize(n, size, &chunk)
+		fs, err := sess.Poll(waitCtx, want)
 		if err != nil {
 			if n > 0 && !sinks.IsFatal(err) {
 				// Never drop what was polled: a later commit
@@ -80,10 +94,12 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 				return nil, err
 			}
 		}
+		got := 0
 		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
 				return
 			}
+			got += len(ftp.Records)
 			k := tp{ftp.Topic, ftp.Partition}
 			i, ok := index[k]
 			if !ok {
@@ -91,7 +107,14 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 				index[k] = i
 				batches = append(batches, &sinks.Batch{Topic: ftp.Topic, Partition: ftp.Partition})
 			}
-			batches[i].Records = append(batches[i].Records, ftp.Records...)
+			if b := batches[i]; b.Records == nil {
+				// The partition's first records of the batch: keep
+				// kgo's slice instead of copying it. Capped, so a
+				// later append copies instead of writing past it.
+				b.Records = ftp.Records[:len(ftp.Records):len(ftp.Records)]
+			} else {
+				b.Records = append(b.Records, ftp.Records...)
+			}
 			for _, r := range ftp.Records {
 				rs := len(r.Key) + len(r.Value)
 				size += rs
@@ -105,6 +128,15 @@ func (p *Pipeline[W]) collect(ctx context.Context, sess sinks.Session[W]) ([]*si
 			timer = time.AfterFunc(p.cfg.maxWait, cancel)
 		}
 		if waitCtx.Err() != nil {
+			break
+		}
+		if early && got > 0 && got < want && (2*n >= p.cfg.maxRecords || 2*size >= p.cfg.maxBytes) {
+			// The poll took everything fetched so far, so the client
+			// is fetching more now. Half a batch is enough to
+			// amortise a cheap commit: it goes to the Stage instead
+			// of waiting for that fetch, which then overlaps the
+			// Stage and the commit rather than delaying both (the
+			// client fetches nothing while records are buffered).
 			break
 		}
 	}

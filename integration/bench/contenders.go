@@ -32,16 +32,26 @@ type childStats struct {
 	CommitMS []float64 `json:"commit_ms,omitempty"`
 	// TookMS are exactly's CommitInfo.Took (first poll of the batch → end
 	// of its commit) and StageMS its Stage time, per transaction.
-	TookMS    []float64 `json:"took_ms,omitempty"`
-	StageMS   []float64 `json:"stage_ms,omitempty"`
+	TookMS  []float64 `json:"took_ms,omitempty"`
+	StageMS []float64 `json:"stage_ms,omitempty"`
+	// PollMS is exactly's PollInfo.Took per batch: first poll → batch
+	// complete (the rest of TookMS is Begin, Stage and commit).
+	PollMS []float64 `json:"poll_ms,omitempty"`
+	// BeginMS is exactly-pg's Session.Begin per transaction (one
+	// connection and BEGIN per partition).
+	BeginMS []float64 `json:"begin_ms,omitempty"`
+	// RestMS is what a transaction's Took leaves after its poll, Stage and
+	// commit: Begin, starting the Stage calls, the loop's bookkeeping.
+	RestMS    []float64 `json:"rest_ms,omitempty"`
 	AbortedTx int64     `json:"aborted_txns"`
 }
 
 // commitLog collects commit latencies, bounded so a long run cannot grow
 // without limit.
 type commitLog struct {
-	mu sync.Mutex
-	st childStats
+	mu       sync.Mutex
+	st       childStats
+	lastPoll time.Duration // of the batch being committed (OnPolled runs before its commit)
 }
 
 const maxCommitSamples = 1 << 20
@@ -52,6 +62,27 @@ func (c *commitLog) add(d time.Duration) {
 	c.st.Commits++
 	if len(c.st.CommitMS) < maxCommitSamples {
 		c.st.CommitMS = append(c.st.CommitMS, float64(d.Microseconds())/1000)
+	}
+}
+
+// took records one transaction's time from the start of its poll to its
+// commit, and its Stage time.
+func (c *commitLog) took(took, stage time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.st.TookMS) < maxCommitSamples {
+		c.st.TookMS = append(c.st.TookMS, float64(took.Microseconds())/1000)
+		c.st.StageMS = append(c.st.StageMS, float64(stage.Microseconds())/1000)
+	}
+}
+
+// OnPolled implements pipeline.HookPolled.
+func (c *commitLog) OnPolled(pi pipeline.PollInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastPoll = pi.Took
+	if len(c.st.PollMS) < maxCommitSamples {
+		c.st.PollMS = append(c.st.PollMS, float64(pi.Took.Microseconds())/1000)
 	}
 }
 
@@ -68,6 +99,12 @@ type contenderFlags struct {
 	rowsTable  string
 	statsPath  string
 	cpuProfile string
+	// Diagnostics: exactly-pg's MirrorToKafka and pipeline.Concurrency,
+	// and pgraw's per-partition transactions.
+	mirror      bool
+	concurrency int
+	perTx       bool
+	fetchPart   int
 }
 
 // copyRecord is the transform of every contender: the same key, value and
@@ -92,6 +129,10 @@ func runContender(args []string) error {
 	fs.StringVar(&f.rowsTable, "rows", "", "Postgres result table")
 	fs.StringVar(&f.statsPath, "stats", "", "write childStats JSON here on exit")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile here")
+	fs.BoolVar(&f.mirror, "mirror", true, "exactly-pg: pgsink.MirrorToKafka")
+	fs.IntVar(&f.concurrency, "concurrency", 0, "exactly, exactly-pg: pipeline.Concurrency (0: default)")
+	fs.IntVar(&f.fetchPart, "fetchpart", 0, "exactly, exactly-pg: kgo.FetchMaxPartitionBytes through pipeline.ClientOpts (0: kgo's 1 MiB)")
+	fs.BoolVar(&f.perTx, "pertx", false, "pgraw: one transaction per partition, on a connection each, at once (exactly's shape)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -268,19 +309,27 @@ func exactlyOpts(f contenderFlags, log *commitLog) []pipeline.Opt {
 		pipeline.Logger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		pipeline.OnCommit(func(ci pipeline.CommitInfo) {
 			log.add(ci.Commit)
+			log.took(ci.Took, ci.Stage)
 			log.mu.Lock()
-			if len(log.st.TookMS) < maxCommitSamples {
-				log.st.TookMS = append(log.st.TookMS, float64(ci.Took.Microseconds())/1000)
-				log.st.StageMS = append(log.st.StageMS, float64(ci.Stage.Microseconds())/1000)
+			if len(log.st.RestMS) < maxCommitSamples {
+				rest := ci.Took - log.lastPoll - ci.Stage - ci.Commit
+				log.st.RestMS = append(log.st.RestMS, float64(rest.Microseconds())/1000)
 			}
 			log.mu.Unlock()
 		}),
+		pipeline.Hooks(log),
 	}
 	if f.batch > 0 {
 		opts = append(opts, pipeline.MaxRecords(f.batch))
 	}
 	if f.maxWait > 0 {
 		opts = append(opts, pipeline.MaxWait(f.maxWait))
+	}
+	if f.concurrency > 0 {
+		opts = append(opts, pipeline.Concurrency(f.concurrency))
+	}
+	if f.fetchPart > 0 {
+		opts = append(opts, pipeline.ClientOpts(kgo.FetchMaxPartitionBytes(int32(f.fetchPart))))
 	}
 	return opts
 }
@@ -327,7 +376,7 @@ func runExactlyPG(ctx context.Context, f contenderFlags, log *commitLog) error {
 		return err
 	}
 	defer pool.Close()
-	sink, err := pgsink.New(pool, pgsink.OffsetsTable(f.pgSchema, "exactly_offsets"))
+	sink, err := pgsink.New(pool, pgsink.OffsetsTable(f.pgSchema, "exactly_offsets"), pgsink.MirrorToKafka(f.mirror))
 	if err != nil {
 		return err
 	}
@@ -339,11 +388,50 @@ func runExactlyPG(ctx context.Context, f contenderFlags, log *commitLog) error {
 		_, err := w.CopyFrom(ctx, table, rowColumns, copyRows(b.Records))
 		return err
 	})
-	p, err := pipeline.New(sink, stage, exactlyOpts(f, log)...)
+	p, err := pipeline.New[*pgsink.Writer](timedPG{Sink: sink, log: log}, stage, exactlyOpts(f, log)...)
 	if err != nil {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// timedPG is the Postgres sink with its sessions' Begin timed. The sink's
+// other methods (CheckConfig, ConsumesFromKafka) are promoted, so the
+// pipeline sees the same sink.
+type timedPG struct {
+	*pgsink.Sink
+	log *commitLog
+}
+
+func (t timedPG) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session[*pgsink.Writer], error) {
+	s, err := t.Sink.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return timedSession{Session: s, log: t.log}, nil
+}
+
+type timedSession struct {
+	sinks.Session[*pgsink.Writer]
+	log *commitLog
+}
+
+// EndBatchWhenDrained forwards the Postgres session's answer to the
+// pipeline, which finds it by type assertion on the session.
+func (t timedSession) EndBatchWhenDrained() bool {
+	e, ok := t.Session.(interface{ EndBatchWhenDrained() bool })
+	return ok && e.EndBatchWhenDrained()
+}
+
+func (t timedSession) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*pgsink.Writer], error) {
+	start := time.Now()
+	tx, err := t.Session.Begin(ctx, batches)
+	t.log.mu.Lock()
+	if len(t.log.st.BeginMS) < maxCommitSamples {
+		t.log.st.BeginMS = append(t.log.st.BeginMS, float64(time.Since(start).Microseconds())/1000)
+	}
+	t.log.mu.Unlock()
+	return tx, err
 }
 
 // runPGRaw is the raw pgx loop a user would write by hand: offsets loaded
@@ -396,8 +484,21 @@ func runPGRaw(ctx context.Context, f contenderFlags, log *commitLog) error {
 	}
 	defer cl.Close()
 	defer cl.AllowRebalance() // before Close: a blocked rebalance would hang it
+	var pool *pgxpool.Pool
+	if f.perTx {
+		pc, err := pgxpool.ParseConfig(f.pgURL)
+		if err != nil {
+			return err
+		}
+		pc.MaxConns = 6
+		if pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+			return err
+		}
+		defer pool.Close()
+	}
 	batch := batchOr(f.batch, 50_000)
 	for ctx.Err() == nil {
+		polled := time.Now()
 		fs := cl.PollRecords(ctx, batch)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -413,21 +514,29 @@ func runPGRaw(ctx context.Context, f contenderFlags, log *commitLog) error {
 			cl.AllowRebalance()
 			continue
 		}
-		next := map[int32]int64{}
-		for _, r := range recs {
-			next[r.Partition] = r.Offset + 1
+		var (
+			err   error
+			stage time.Duration
+		)
+		if pool != nil {
+			err = rawPerPartition(ctx, pool, log, table, offsets, f, fs)
+		} else {
+			next := map[int32]int64{}
+			for _, r := range recs {
+				next[r.Partition] = r.Offset + 1
+			}
+			err = rawTxn(ctx, conn, log, func(tx pgx.Tx) error {
+				t0 := time.Now()
+				if _, err := tx.CopyFrom(ctx, table, rowColumns, copyRows(recs)); err != nil {
+					return err
+				}
+				stage = time.Since(t0)
+				return rawOffsets(ctx, tx, offsets, f, next)
+			})
 		}
-		err := rawTxn(ctx, conn, log, func(tx pgx.Tx) error {
-			if _, err := tx.CopyFrom(ctx, table, rowColumns, copyRows(recs)); err != nil {
-				return err
-			}
-			b := &pgx.Batch{}
-			for p, o := range next {
-				b.Queue(`INSERT INTO `+offsets+` (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset`, f.group, f.in, p, o)
-			}
-			return tx.SendBatch(ctx, b).Close()
-		})
+		if err == nil {
+			log.took(time.Since(polled), stage)
+		}
 		cl.AllowRebalance()
 		if err != nil {
 			return err
@@ -436,8 +545,53 @@ ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_of
 	return ctx.Err()
 }
 
+// rawOffsets upserts each partition's next offset, in one round trip.
+func rawOffsets(ctx context.Context, tx pgx.Tx, offsets string, f contenderFlags, next map[int32]int64) error {
+	b := &pgx.Batch{}
+	for p, o := range next {
+		b.Queue(`INSERT INTO `+offsets+` (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset`, f.group, f.in, p, o)
+	}
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// rawPerPartition is the raw loop in exactly's shape: one transaction per
+// partition of the poll, each on a connection of its own, all at once.
+func rawPerPartition(ctx context.Context, pool *pgxpool.Pool, log *commitLog, table pgx.Identifier, offsets string, f contenderFlags, fs kgo.Fetches) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		recs := p.Records
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := rawTxn(ctx, pool, log, func(tx pgx.Tx) error {
+				if _, err := tx.CopyFrom(ctx, table, rowColumns, copyRows(recs)); err != nil {
+					return err
+				}
+				return rawOffsets(ctx, tx, offsets, f, map[int32]int64{p.Partition: recs[len(recs)-1].Offset + 1})
+			})
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	})
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // rawTxn runs fn in a transaction and logs how long its COMMIT took.
-func rawTxn(ctx context.Context, conn *pgx.Conn, log *commitLog, fn func(pgx.Tx) error) error {
+func rawTxn(ctx context.Context, conn interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, log *commitLog, fn func(pgx.Tx) error) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err

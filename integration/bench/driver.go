@@ -32,6 +32,10 @@ type Contender struct {
 	Guarante string        // kstreams: processing.guarantee
 	Threads  int           // kstreams: stream threads
 	Latency  bool          // measured at a fixed input rate too
+	// Extra are more flags of `bench contender`; Optional contenders are
+	// diagnostics that run only when -only names them.
+	Extra    []string
+	Optional bool
 }
 
 func contenders() []Contender {
@@ -48,6 +52,16 @@ func contenders() []Contender {
 		{Name: "kstreams_alo", Family: "kafka", Kind: "kstreams", Guarante: "at_least_once", Threads: 1, Latency: true},
 		{Name: "exactly_pg", Family: "postgres", Kind: "exactly-pg"},
 		{Name: "pgraw", Family: "postgres", Kind: "pgraw"},
+		// Diagnostics of what bounds pg/raw (-only names them): exactly
+		// without the offset mirror to Kafka, exactly with one Stage call
+		// at a time, and the raw loop with exactly's shape — one
+		// transaction per partition, on 6 connections at once.
+		{Name: "exactly_pg_nomirror", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-mirror=false"}, Optional: true},
+		{Name: "exactly_pg_c1", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-concurrency", "1"}, Optional: true},
+		{Name: "exactly_pg_fetch4m", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-fetchpart", "4194304"}, Optional: true},
+		{Name: "exactly_pg_fetch2m", Family: "postgres", Kind: "exactly-pg", Extra: []string{"-fetchpart", "2097152"}, Optional: true},
+		{Name: "exactly_fetch4m", Family: "kafka", Kind: "exactly", Extra: []string{"-fetchpart", "4194304"}, Optional: true},
+		{Name: "pgraw_pertx", Family: "postgres", Kind: "pgraw", Extra: []string{"-pertx"}, Optional: true},
 	}
 }
 
@@ -66,6 +80,12 @@ type Run struct {
 	CommitP99 float64 `json:"commit_p99_ms,omitempty"`
 	TookP50   float64 `json:"txn_took_p50_ms,omitempty"`  // exactly: first poll → committed
 	StageP50  float64 `json:"txn_stage_p50_ms,omitempty"` // exactly: the Stage
+	PollP50   float64 `json:"txn_poll_p50_ms,omitempty"`  // exactly: collecting the batch
+	RestP50   float64 `json:"txn_rest_p50_ms,omitempty"`  // exactly: took − poll − stage − commit
+	BeginP50  float64 `json:"txn_begin_p50_ms,omitempty"` // exactly_pg: Session.Begin
+	PollSum   float64 `json:"txn_poll_sum_s,omitempty"`
+	CommitSum float64 `json:"txn_commit_sum_s,omitempty"`
+	TookSum   float64 `json:"txn_took_sum_s,omitempty"` // the transactions' Took added up: the rest of Seconds is start and idle
 	Commits   int     `json:"commits,omitempty"`
 	Aborted   int64   `json:"aborted_txns,omitempty"`
 	Others    float64 `json:"others_cores"` // CPU other processes used during the run, in cores
@@ -185,6 +205,7 @@ func (d *driver) startChild(c Contender, in, out, group, rows string, profile st
 		if c.MaxWait > 0 {
 			args = append(args, "-maxwait", c.MaxWait.String())
 		}
+		args = append(args, c.Extra...)
 		if profile != "" {
 			args = append(args, "-cpuprofile", profile)
 		}
@@ -380,6 +401,12 @@ func (d *driver) throughput(ctx context.Context, c Contender, size, round int, p
 					r.CommitP50, r.CommitP99 = Percentile(st.CommitMS, 50), Percentile(st.CommitMS, 99)
 				}
 				r.TookP50, r.StageP50 = Percentile(st.TookMS, 50), Percentile(st.StageMS, 50)
+				r.PollP50, r.RestP50 = Percentile(st.PollMS, 50), Percentile(st.RestMS, 50)
+				r.BeginP50 = Percentile(st.BeginMS, 50)
+				for _, ms := range st.TookMS {
+					r.TookSum += ms / 1000
+				}
+				r.PollSum, r.CommitSum = sum(st.PollMS)/1000, sum(st.CommitMS)/1000
 			}
 		}
 	}
@@ -397,6 +424,14 @@ func (d *driver) throughput(ctx context.Context, c Contender, size, round int, p
 		}
 	}
 	return r, nil
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
 }
 
 // checkOutput checks the output's offsets: exactly n records for the

@@ -56,7 +56,7 @@ func runDriver(args []string) error {
 	fs.StringVar(&cfg.kstreamsCP, "kstreams-cp", "kstreams/target/classes:kstreams/target/deps/*", "class path of the Kafka Streams app")
 	fs.StringVar(&cfg.brokerPID, "broker-pid", "", "file with the broker's pid (for the disturbance check)")
 	fs.StringVar(&only, "only", "", "comma-separated contenders to run (default all)")
-	fs.BoolVar(&cfg.profile, "profile", true, "CPU-profile exactly's default contender in the first round")
+	fs.BoolVar(&cfg.profile, "profile", true, "CPU-profile exactly, exactly_1k, exactly_pg and the alo and pgraw loops in the first round")
 	fs.Float64Var(&cfg.quietCores, "quiet", 0.75, "a run is disturbed when other processes use more cores than this")
 	render := fs.String("render", "", "only redraw the chart of this results.json (into -out)")
 	if err := fs.Parse(args); err != nil {
@@ -114,7 +114,7 @@ func runDriver(args []string) error {
 	}
 	var cs []Contender
 	for _, c := range contenders() {
-		if cfg.only == nil || cfg.only[c.Name] {
+		if (cfg.only == nil && !c.Optional) || cfg.only[c.Name] {
 			cs = append(cs, c)
 		}
 	}
@@ -160,7 +160,9 @@ CREATE TABLE IF NOT EXISTS exactly_bench.raw_offsets (grp text NOT NULL, topic t
 	var res Results
 	res.Config = ResultConfig{Records: cfg.records, Sizes: cfg.sizes, Rounds: cfg.rounds, Rate: cfg.rate,
 		LatencySeconds: cfg.latencyDur.Seconds(), Started: started.UTC().Format(time.RFC3339), Partitions: partitions}
-	profiled := []string{"exactly", "exactly_1k"}
+	// Round 0 of the first size profiles these; the plain loops and the
+	// raw pgx loop too, so a CPU gap can be read entry by entry.
+	profiled := []string{"exactly", "exactly_1k", "alo", "exactly_pg", "pgraw"}
 	profilePath := func(name string) string {
 		p, _ := filepath.Abs(filepath.Join(cfg.outDir, name+".cpu.pprof"))
 		return p
@@ -184,8 +186,8 @@ CREATE TABLE IF NOT EXISTS exactly_bench.raw_offsets (grp text NOT NULL, topic t
 				if err != nil {
 					return fmt.Errorf("round %d, %d B: %w", round, size, err)
 				}
-				fmt.Fprintf(os.Stderr, "bench: round %d %4d B %-16s %9.0f rec/s  %5.2fs  cpu %5.2fs  rss %4.0f MB  others %.2f  txns %d (took p50 %.1f ms, stage %.1f, commit %.1f)\n",
-					round, size, c.Name, r.RecPerS, r.Seconds, r.CPUSec, r.RSSMB, r.Others, r.Commits, r.TookP50, r.StageP50, r.CommitP50)
+				fmt.Fprintf(os.Stderr, "bench: round %d %4d B %-16s %9.0f rec/s  %5.2fs  cpu %5.2fs  rss %4.0f MB  others %.2f  txns %d (sum %.2fs: poll %.2fs, commit %.2fs; took p50 %.1f ms, poll %.1f, stage %.1f, commit %.1f, rest %.2f, begin %.2f)\n",
+					round, size, c.Name, r.RecPerS, r.Seconds, r.CPUSec, r.RSSMB, r.Others, r.Commits, r.TookSum, r.PollSum, r.CommitSum, r.TookP50, r.PollP50, r.StageP50, r.CommitP50, r.RestP50, r.BeginP50)
 				res.Runs = append(res.Runs, r)
 			}
 		}

@@ -110,9 +110,12 @@ type kafkaTxn struct {
 	// Produce checks it under the read lock, so a Stage call that outlives
 	// its transaction (it ignored its context) can never write into the
 	// session's next transaction.
-	endMu   sync.RWMutex
-	ended   bool
-	outputs atomic.Int64
+	endMu sync.RWMutex
+	ended bool
+	// writers are the transaction's writers, whose counts of produced
+	// records Outputs adds up; appended by Writer, which the pipeline
+	// calls from one goroutine.
+	writers []*Writer
 	ctx     context.Context
 	done    bool
 	errMu   sync.Mutex
@@ -124,7 +127,11 @@ type kafkaTxn struct {
 	promise  func(*kgo.Record, error)
 }
 
-func (t *kafkaTxn) Writer(b *sinks.Batch) *Writer { return &Writer{t: t, b: b} }
+func (t *kafkaTxn) Writer(b *sinks.Batch) *Writer {
+	w := &Writer{t: t, b: b}
+	t.writers = append(t.writers, w)
+	return w
+}
 
 func (t *kafkaTxn) fail(topic string, err error) {
 	err = classifyProduce(topic, err)
@@ -226,6 +233,9 @@ type Writer struct {
 	b *sinks.Batch
 	// held, inside Atomic, collects what fn produces until it succeeds.
 	held *[]*kgo.Record
+	// produced counts the records this writer produced: one counter per
+	// writer (partition), so concurrent Stage calls do not contend on one.
+	produced atomic.Int64
 }
 
 // Batch is the batch this writer writes the output of.
@@ -255,13 +265,19 @@ func (w *Writer) Produce(r *kgo.Record) {
 		return // the transaction ended under a Stage that outlived it: discarded with it
 	}
 	w.t.promises.add()
-	w.t.outputs.Add(1)
+	w.produced.Add(1)
 	w.t.ks.s.Produce(w.t.ctx, r, w.t.promise)
 }
 
 // Outputs implements sinks.OutputCounter: the records produced in the
 // transaction.
-func (t *kafkaTxn) Outputs() int { return int(t.outputs.Load()) }
+func (t *kafkaTxn) Outputs() int {
+	n := int64(0)
+	for _, w := range t.writers {
+		n += w.produced.Load()
+	}
+	return int(n)
+}
 
 // classifyProduce makes a produce to a topic that does not exist permanent.
 // kgo fails such records with UNKNOWN_TOPIC_OR_PARTITION only after the topic

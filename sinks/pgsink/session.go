@@ -179,6 +179,13 @@ func (s *pgSession) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	return fs, nil
 }
 
+// EndBatchWhenDrained tells the pipeline that a batch at least half full may
+// commit as soon as a poll finds nothing more fetched: a partition's commit
+// costs a few milliseconds, less than waiting for the next fetch with nothing
+// overlapping it (the client fetches nothing while polled records stay
+// buffered).
+func (s *pgSession) EndBatchWhenDrained() bool { return true }
+
 // Begin implements [sinks.Session]: it begins one Postgres transaction per
 // batch, each on its own connection. If they cannot all begin (the
 // database is unreachable), none is kept, the batches' partitions are
