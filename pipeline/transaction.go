@@ -75,13 +75,19 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		p.aborted(ctx, failed, err, start)
 	}
 	if len(done) > 0 {
-		records, bytes := size(done)
+		records := 0
+		for _, b := range done {
+			records += len(b.Records)
+		}
 		p.stats.records.Add(int64(records))
 		p.stats.txns.Add(1)
 		if err == nil {
 			p.setState(StateRunning, nil)
 		}
 		if len(p.hooks.committed) > 0 {
+			// Bytes only for the hooks: a pass over every record
+			// (2% of the loop's CPU at 100 B records).
+			records, bytes := size(done)
 			ci := CommitInfo{Records: records, Bytes: bytes, Partitions: len(done),
 				Start: start, Took: time.Since(start), Stage: stageTook, Commit: time.Since(commitStart),
 				Offsets: sinks.NextOffsets(done)}
