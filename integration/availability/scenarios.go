@@ -596,7 +596,7 @@ func scenarioRebalance(ctx context.Context, e *env, sum *Summary) report {
 	var t0 time.Time
 	cell := chaos.Cell{
 		Name: "rebalance", Fault: "workers join and leave while processing", Mode: chaos.Kafka,
-		Records: e.records(22000), Rate: 500, Workers: 3,
+		Records: e.records(32000), Rate: 500, Workers: 3,
 	}
 	cell.Schedule = func(ctx context.Context, r *chaos.Run) error {
 		t0 = time.Now()
