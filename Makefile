@@ -9,6 +9,8 @@
 #   make services-up       PostgreSQL + single Kafka broker + 3-node Kafka cluster
 #   make kafka-down pg-down
 #   make chaos             the fault suite on its own 3-node Kafka cluster (never part of test)
+#   make availability      the stalls of issue 11 measured on its own 3-node Kafka cluster
+#                          (never part of test); its last line is the summary
 #
 # Variables already set in the environment win over the defaults below.
 
@@ -41,7 +43,7 @@ SERVICES_ENV = EXACTLY_KAFKA_BROKERS='$(EXACTLY_KAFKA_BROKERS)' \
 	EXACTLY_KAFKA_SCRIPT='$(EXACTLY_KAFKA_SCRIPT)'
 
 
-.PHONY: test vet unit integration bench bench-go bench-unit chaos \
+.PHONY: test vet unit integration bench bench-go bench-unit chaos availability \
 	services-up services-down kafka-up kafka-cluster-up kafka-down pg-up pg-down
 
 # Services start before the unit tests: the Postgres sink's tests in ./sinks
@@ -104,6 +106,22 @@ CHAOS_FLAGS ?=
 # Postgres must run already (make pg-up): this target never starts or stops it.
 chaos:
 	@EXACTLY_PG_URL='$(EXACTLY_PG_URL)' $(GO) run ./integration/chaos/driver $(CHAOS_FLAGS)
+
+# The availability measurement (integration/availability, docs/RELIABILITY.md):
+# worker processes on its own 3-node cluster (AVAILABILITY_PORT_BASE: brokers
+# base+100..102, controllers base+200..202, state AVAILABILITY_STATE), started
+# and stopped by the tool; the trap stops it also if the tool dies. Exits 1 if
+# a target of issue 11 is missed (AVAILABILITY_FLAGS=-no-fail only reports).
+# Example: make availability AVAILABILITY_FLAGS='-scenarios ^restart$$'
+AVAILABILITY_PORT_BASE ?= 9792
+AVAILABILITY_STATE ?= /tmp/exactly-availability
+AVAILABILITY_FLAGS ?=
+availability:
+	@avail_env=(EXACTLY_KAFKA_PORT_BASE=$(AVAILABILITY_PORT_BASE) EXACTLY_STATE=$(AVAILABILITY_STATE)); \
+	trap 'env "$${avail_env[@]}" $(CURDIR)/scripts/kafka.sh down cluster >/dev/null 2>&1 || true' EXIT; \
+	trap 'exit 1' INT TERM HUP; \
+	mkdir -p $(AVAILABILITY_STATE) && $(GO) build -o $(AVAILABILITY_STATE)/availability ./integration/availability && \
+	$(AVAILABILITY_STATE)/availability -port-base $(AVAILABILITY_PORT_BASE) -state $(AVAILABILITY_STATE) $(AVAILABILITY_FLAGS)
 
 services-up:
 	$(MAKE) pg-up

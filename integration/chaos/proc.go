@@ -88,6 +88,9 @@ func (p *Proc) line(l string) {
 		return
 	}
 	now := time.Now()
+	if tap := p.run.Cfg.Tap; tap != nil {
+		tap(p, now, l)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.resumedAt.IsZero() && f[0] != "STAGE" {

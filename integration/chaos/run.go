@@ -43,6 +43,10 @@ type Config struct {
 	RunID        string   // makes topic, group and table names unique
 	Partitions   int32    // input and output partitions (default 6)
 	Log          func(format string, args ...any)
+	// Tap, if set, sees every line a worker prints on stdout, with the time
+	// the driver read it (from the process's reader goroutine: it must be
+	// safe for concurrent use and fast).
+	Tap func(p *Proc, read time.Time, line string)
 }
 
 // Mode is where the effects go.

@@ -5,9 +5,15 @@
 //
 //	READY <unix ns>                               the process runs (before Run)
 //	STAGE <unix ns> <partition> <first> <last>    a Stage call began (-announce-stage)
-//	COMMIT <unix ns> <records> <batch start unix ns>
-//	ABORT <unix ns> <reason> <records>
+//	COMMIT <unix ns> <records> <batch start unix ns> <took ns> <stage ns> <commit ns> <partitions>
+//	ABORT <unix ns> <reason> <records> <took ns>
+//	POLL <unix ns> <records> <took ns>            a batch was collected (its transaction begins)
+//	WARN <unix ns> <message> err=<error>          a WARN or ERROR log record (also in the log)
 //	EXIT <code> <error>                           Run returned
+//
+// <partitions> is a comma-separated list of partition:next-offset of the
+// input topic ("-" if empty). The fields after the fourth of COMMIT and the
+// third of ABORT are for the availability tool (integration/availability).
 //
 // Exit codes: 0 Run returned nil (SIGTERM or SIGINT cancels it), 3 a fatal
 // error (sinks.IsFatal: fenced by a newer instance), 4 a permanent error,
@@ -25,6 +31,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,11 +122,52 @@ func emit(format string, args ...any) {
 type events struct{}
 
 func (events) OnBatchCommitted(ci pipeline.CommitInfo) {
-	emit("COMMIT %d %d %d", time.Now().UnixNano(), ci.Records, ci.Start.UnixNano())
+	var parts []string
+	for _, byPart := range ci.Offsets {
+		for p, next := range byPart {
+			parts = append(parts, strconv.Itoa(int(p))+":"+strconv.FormatInt(next, 10))
+		}
+	}
+	sort.Strings(parts)
+	emit("COMMIT %d %d %d %d %d %d %s", time.Now().UnixNano(), ci.Records, ci.Start.UnixNano(),
+		ci.Took.Nanoseconds(), ci.Stage.Nanoseconds(), ci.Commit.Nanoseconds(), partList(parts))
 }
 
+func (events) OnPolled(pi pipeline.PollInfo) {
+	emit("POLL %d %d %d", time.Now().UnixNano(), pi.Records, pi.Took.Nanoseconds())
+}
+
+func partList(parts []string) string {
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+// warnTee also prints WARN and ERROR records as WARN lines on stdout, so
+// the driver sees them with the other events (re-created sessions, unknown
+// outcomes).
+type warnTee struct{ slog.Handler }
+
+func (t warnTee) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		msg := r.Message
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "err" {
+				msg += " err=" + a.Value.String()
+			}
+			return true
+		})
+		emit("WARN %d %s", r.Time.UnixNano(), strings.ReplaceAll(msg, "\n", " "))
+	}
+	return t.Handler.Handle(ctx, r)
+}
+
+func (t warnTee) WithAttrs(as []slog.Attr) slog.Handler { return warnTee{t.Handler.WithAttrs(as)} }
+func (t warnTee) WithGroup(name string) slog.Handler    { return warnTee{t.Handler.WithGroup(name)} }
+
 func (events) OnBatchAborted(ai pipeline.AbortInfo) {
-	emit("ABORT %d %s %d", time.Now().UnixNano(), ai.Reason, ai.Records)
+	emit("ABORT %d %s %d %d", time.Now().UnixNano(), ai.Reason, ai.Records, ai.Took.Nanoseconds())
 }
 
 // errPlanned is the random Stage failure of the random-aborts cell.
@@ -138,7 +187,7 @@ func run() int {
 	if f.verbose {
 		level = slog.LevelInfo
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})) // the pipeline adds instance=
+	logger := slog.New(warnTee{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})}) // the pipeline adds instance=
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
