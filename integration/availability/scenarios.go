@@ -696,6 +696,38 @@ type fault struct {
 	groupGap            time.Duration
 	firstWarns          []string
 	restartErr, waitErr error
+	// detected is when the cluster had fenced the killed broker: the
+	// first metadata answer (polled every 50 ms) that no longer lists it.
+	detected time.Time
+}
+
+// watchFence polls the cluster's metadata until broker id is no longer
+// listed (KRaft leaves a fenced broker out of Metadata) and returns when
+// that was first seen; zero if ctx ended first.
+func watchFence(ctx context.Context, r *chaos.Run, id int) time.Time {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		md, err := r.Admin().BrokerMetadata(mctx)
+		cancel()
+		if err == nil {
+			listed := false
+			for _, b := range md.Brokers {
+				if int(b.NodeID) == id {
+					listed = true
+				}
+			}
+			if !listed {
+				return time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}
+		case <-t.C:
+		}
+	}
 }
 
 // Resume is, per process in pls, the time from kill to its first commit of
@@ -781,7 +813,12 @@ func scenarioFailover(ctx context.Context, e *env, sum *Summary) report {
 				return err
 			}
 			f.killed = time.Now()
+			fenced := make(chan time.Time, 1)
+			wctx, stopWatch := context.WithTimeout(ctx, 90*time.Second)
+			go func() { fenced <- watchFence(wctx, r, b) }()
 			f.resumeErr = r.WaitFor(ctx, 90*time.Second, "every worker to commit a transaction begun after the kill", everyCommittedAfter(f.kill))
+			f.detected = <-fenced // before the restart, which lists it again
+			stopWatch()
 			if f.restartErr = e.cluster.Start(ctx, b); f.restartErr != nil {
 				return f.restartErr
 			}
@@ -798,8 +835,8 @@ func scenarioFailover(ctx context.Context, e *env, sum *Summary) report {
 	pls := coll.Snapshot()
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "broker\tat\tkill script ms\tresume ms per worker (kill -> first commit of a txn begun after it)\tresume max ms\tlongest group gap ms\tre-creations per worker (until resumed/until broker back and committing)\tbroker back after ms")
-	var resumes []time.Duration
+	fmt.Fprintln(tw, "broker\tat\tkill script ms\tresume ms per worker (kill -> first commit of a txn begun after it)\tresume max ms\tcluster fenced it after ms\tresume after the fence ms\tlongest group gap ms\tre-creations per worker (until resumed/until broker back and committing)\tbroker back after ms")
+	var resumes, detections, afterFences []time.Duration
 	maxRec := -1
 	for _, f := range faults {
 		if f.end.IsZero() {
@@ -840,8 +877,15 @@ func scenarioFailover(ctx context.Context, e *env, sum *Summary) report {
 		}
 		sort.Strings(recs)
 		resume := strconv.FormatInt(ms(worst), 10)
+		fencedAt, afterFence := "not seen", "-"
 		if complete {
 			resumes = append(resumes, worst)
+			if !f.detected.IsZero() {
+				det := f.detected.Sub(f.kill)
+				detections = append(detections, det)
+				afterFences = append(afterFences, worst-det)
+				fencedAt, afterFence = strconv.FormatInt(ms(det), 10), strconv.FormatInt(ms(worst-det), 10)
+			}
 		} else {
 			resume = "not resumed"
 		}
@@ -849,8 +893,8 @@ func scenarioFailover(ctx context.Context, e *env, sum *Summary) report {
 		if !f.restarted.IsZero() {
 			back = strconv.FormatInt(ms(f.restarted.Sub(f.killed)), 10)
 		}
-		fmt.Fprintf(tw, "%d\t+%.1fs\t%d\t%s\t%s\t%d\t%s\t%s\n", f.broker, f.kill.Sub(t0).Seconds(), ms(f.killed.Sub(f.kill)),
-			strings.Join(per, " "), resume, ms(GroupGap(pls, f.kill, f.end)), strings.Join(recs, " "), back)
+		fmt.Fprintf(tw, "%d\t+%.1fs\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", f.broker, f.kill.Sub(t0).Seconds(), ms(f.killed.Sub(f.kill)),
+			strings.Join(per, " "), resume, fencedAt, afterFence, ms(GroupGap(pls, f.kill, f.end)), strings.Join(recs, " "), back)
 	}
 	tw.Flush()
 	for _, f := range faults {
@@ -867,6 +911,9 @@ func scenarioFailover(ctx context.Context, e *env, sum *Summary) report {
 	}
 	if len(resumes) < len(faults) {
 		sum.FailoverResume = Unmeasured
+	}
+	if len(afterFences) == len(faults) && len(faults) > 0 {
+		sum.FenceMax, sum.FailoverAfterFence = ms(Max(detections)), ms(Max(afterFences))
 	}
 	sum.FailoverMeasured, sum.MaxRecreations = len(resumes), maxRec
 	rep := report{name: "4. broker kill -9 (failover_resume_ms = max over kills of: kill -> every live worker committed a transaction begun after it)", result: res}

@@ -41,21 +41,27 @@ const Unmeasured = -1
 // Summary is the run's headline numbers, in milliseconds (Unmeasured when
 // a scenario did not yield the value).
 type Summary struct {
-	StartMaxCommit   int64
-	RestartP50       int64
-	RestartMax       int64
-	RebalanceP99Txn  int64
-	FailoverResume   int64
-	DetectionMs      int64 // broker.session.timeout.ms of the cluster
-	MaxRecreations   int   // session re-creations of one worker in one broker fault
-	RestartKills     int   // kills measured (target: 10)
-	FailoverMeasured int   // broker kills measured (target: 3)
+	StartMaxCommit  int64
+	RestartP50      int64
+	RestartMax      int64
+	RebalanceP99Txn int64
+	FailoverResume  int64
+	DetectionMs     int64 // broker.session.timeout.ms of the cluster
+	// FenceMax is the longest the cluster took, over the kills, to fence
+	// the killed broker (it left the metadata), and FailoverAfterFence the
+	// longest time from that fence to every worker committing again.
+	FenceMax           int64
+	FailoverAfterFence int64
+	MaxRecreations     int // session re-creations of one worker in one broker fault
+	RestartKills       int // kills measured (target: 10)
+	FailoverMeasured   int // broker kills measured (target: 3)
 }
 
 // NewSummary is a summary with every metric unmeasured.
 func NewSummary() Summary {
 	return Summary{StartMaxCommit: Unmeasured, RestartP50: Unmeasured, RestartMax: Unmeasured,
-		RebalanceP99Txn: Unmeasured, FailoverResume: Unmeasured, DetectionMs: Unmeasured, MaxRecreations: -1}
+		RebalanceP99Txn: Unmeasured, FailoverResume: Unmeasured, DetectionMs: Unmeasured,
+		FenceMax: Unmeasured, FailoverAfterFence: Unmeasured, MaxRecreations: -1}
 }
 
 // Line is the last line of the output.
@@ -84,12 +90,22 @@ func (s Summary) Verdicts() []Verdict {
 		le("restart_max_ms", s.RestartMax, 1000),
 		le("rebalance_p99_txn_ms", s.RebalanceP99Txn, 1000),
 	}
-	if s.DetectionMs == Unmeasured {
-		vs = append(vs, Verdict{Name: "failover_resume_ms", Value: msOrNone(s.FailoverResume), Target: "<= detection + 2000 ms (detection unknown)"})
-	} else {
-		v := le("failover_resume_ms", s.FailoverResume, s.DetectionMs+2000)
-		v.Target = fmt.Sprintf("<= %d ms (broker.session.timeout.ms %d + 2000)", s.DetectionMs+2000, s.DetectionMs)
+	// The cluster's failure detection is what it took to fence the dead
+	// broker, measured per kill (broker.session.timeout.ms is when the
+	// controller may start to; under load it fenced 6-9 s after a kill
+	// with 6 s configured). The framework's share is what comes after.
+	switch {
+	case s.FailoverAfterFence != Unmeasured:
+		v := le("failover_resume_ms", s.FailoverAfterFence, 2000)
+		v.Value = fmt.Sprintf("%s after the kill, %d ms after the cluster fenced the broker", msOrNone(s.FailoverResume), s.FailoverAfterFence)
+		v.Target = fmt.Sprintf("<= the fence + 2000 ms (the cluster fenced it <= %d ms after a kill; broker.session.timeout.ms %s)", s.FenceMax, msOrNone(s.DetectionMs))
 		vs = append(vs, v)
+	case s.DetectionMs != Unmeasured:
+		v := le("failover_resume_ms", s.FailoverResume, s.DetectionMs+2000)
+		v.Target = fmt.Sprintf("<= %d ms (broker.session.timeout.ms %d + 2000; the fence itself was not observed)", s.DetectionMs+2000, s.DetectionMs)
+		vs = append(vs, v)
+	default:
+		vs = append(vs, Verdict{Name: "failover_resume_ms", Value: msOrNone(s.FailoverResume), Target: "<= detection + 2000 ms (detection unknown)"})
 	}
 	rec := Verdict{Name: "session re-creations per worker per broker fault", Value: "none measured", Target: "<= 1"}
 	if s.MaxRecreations >= 0 {

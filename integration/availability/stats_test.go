@@ -54,7 +54,7 @@ func verdict(t *testing.T, vs []Verdict, name string) Verdict {
 
 func TestVerdicts(t *testing.T) {
 	good := Summary{StartMaxCommit: 2000, RestartP50: 500, RestartMax: 1000, RebalanceP99Txn: 1000, FailoverResume: 8000,
-		DetectionMs: 6000, MaxRecreations: 1, RestartKills: 10, FailoverMeasured: 3}
+		DetectionMs: 6000, FenceMax: Unmeasured, FailoverAfterFence: Unmeasured, MaxRecreations: 1, RestartKills: 10, FailoverMeasured: 3}
 	table, ok := VerdictTable(good.Verdicts())
 	require.True(t, ok, table)
 	require.NotContains(t, table, "FAIL")
@@ -71,6 +71,15 @@ func TestVerdicts(t *testing.T) {
 	table, ok = VerdictTable(vs)
 	require.False(t, ok)
 	require.Equal(t, 3, strings.Count(table, "FAIL"), table)
+
+	// With the fence observed, the target counts from it.
+	fenced := good
+	fenced.FailoverResume, fenced.FenceMax, fenced.FailoverAfterFence = 11000, 9200, 1900
+	require.True(t, verdict(t, fenced.Verdicts(), "failover_resume_ms").Pass)
+	fenced.FailoverAfterFence = 2100
+	fo = verdict(t, fenced.Verdicts(), "failover_resume_ms")
+	require.False(t, fo.Pass)
+	require.Contains(t, fo.Target, "9200")
 
 	table, ok = VerdictTable(NewSummary().Verdicts())
 	require.False(t, ok, "nothing measured is a failure")
