@@ -697,28 +697,33 @@ type fault struct {
 	firstWarns          []string
 	restartErr, waitErr error
 	// detected is when the cluster had fenced the killed broker: the
-	// first metadata answer (polled every 50 ms) that no longer lists it.
+	// first metadata answer (polled every 50 ms) in which it leads no
+	// partition of the input, the output, __transaction_state or __consumer_offsets.
 	detected time.Time
 }
 
-// watchFence polls the cluster's metadata until broker id is no longer
-// listed (KRaft leaves a fenced broker out of Metadata) and returns when
-// that was first seen; zero if ctx ended first.
+// watchFence polls the cluster's metadata until no partition of the
+// cell's input and output and of the internal topics (the transaction and group
+// coordinators' logs) is led by broker id any more — the cluster fenced it
+// and moved its leaderships — and returns when that was first seen; zero
+// if ctx ended first.
 func watchFence(ctx context.Context, r *chaos.Run, id int) time.Time {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		md, err := r.Admin().BrokerMetadata(mctx)
+		md, err := r.Admin().Metadata(mctx, r.Input(), r.Output(), "__transaction_state", "__consumer_offsets")
 		cancel()
-		if err == nil {
-			listed := false
-			for _, b := range md.Brokers {
-				if int(b.NodeID) == id {
-					listed = true
+		if err == nil && len(md.Topics) > 0 {
+			led := false
+			for _, td := range md.Topics {
+				for _, pd := range td.Partitions {
+					if int(pd.Leader) == id {
+						led = true
+					}
 				}
 			}
-			if !listed {
+			if !led {
 				return time.Now()
 			}
 		}

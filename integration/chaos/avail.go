@@ -20,6 +20,9 @@ func (r *Run) Group() string { return r.group }
 // Input is the cell's input topic.
 func (r *Run) Input() string { return r.in }
 
+// Output is the cell's output topic (Kafka mode; "" in Postgres mode).
+func (r *Run) Output() string { return r.out }
+
 // Admin is the cell's admin client (valid while the cell runs).
 func (r *Run) Admin() *kadm.Client { return r.adm }
 
