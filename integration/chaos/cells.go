@@ -316,8 +316,12 @@ func Matrix(scale float64) []Cell {
 	n := func(k int) int { return max(1000, int(float64(k)*scale)) }
 	return []Cell{
 		{Name: "baseline", Fault: "none", Mode: Kafka, Records: n(20_000), Rate: 4000, Workers: 3},
+		{Name: "baseline-vp", Fault: "none; input by kafka-verifiable-producer", Mode: Kafka, Records: n(20_000), Rate: 4000, Workers: 3,
+			Feeder: FeederVerifiableProducer},
 		{Name: "client-hard-bounce", Fault: "SIGKILL each worker x3", Mode: Kafka, Records: n(30_000), Rate: 1000, Workers: 3,
 			Schedule: bounceSchedule(syscall.SIGKILL, 3)},
+		{Name: "client-hard-bounce-vp", Fault: "SIGKILL each worker x3; input by kafka-verifiable-producer", Mode: Kafka, Records: n(30_000), Rate: 1000, Workers: 3,
+			Feeder: FeederVerifiableProducer, Schedule: bounceSchedule(syscall.SIGKILL, 3)},
 		{Name: "client-clean-bounce", Fault: "SIGTERM each worker x3", Mode: Kafka, Records: n(30_000), Rate: 1000, Workers: 3,
 			Schedule: bounceSchedule(syscall.SIGTERM, 3)},
 		{Name: "zombie", Fault: "SIGSTOP past session, SIGCONT", Mode: Kafka, Records: n(20_000), Rate: 500, Workers: 2,
@@ -330,7 +334,7 @@ func Matrix(scale float64) []Cell {
 		{Name: "pg-client-clean-bounce", Fault: "SIGTERM each worker x3", Mode: Postgres, Records: n(30_000), Rate: 1000, Workers: 3,
 			Schedule: bounceSchedule(syscall.SIGTERM, 3)},
 		{Name: "rebalance-churn", Fault: "join/leave, SIGKILL+SIGTERM", Mode: Kafka, Records: n(30_000), Rate: 1000, Workers: 3,
-			Schedule: churnSchedule},
+			MinWorkers: 3, Schedule: churnSchedule},
 		{Name: "random-aborts", Fault: "1/5 Stage calls fail", Mode: Kafka, Records: n(20_000), Rate: 2000, Workers: 3,
 			AbortRate: 0.2, Schedule: abortsSummary},
 		{Name: "pg-random-aborts", Fault: "1/5 Stage calls fail", Mode: Postgres, Records: n(20_000), Rate: 2000, Workers: 3,

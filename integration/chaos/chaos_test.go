@@ -124,7 +124,10 @@ func TestTableSummary(t *testing.T) {
 	out := Table([]Result{ok, bad})
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	require.Equal(t, "chaos: cells=2 passed=1 duplicates=2 missing=3", lines[len(lines)-1])
-	require.Contains(t, out, "| 2s ")
+	require.Contains(t, out, "| 2s / 3s (n=3) ")
+	for _, col := range []string{"cell", "fault", "mode", "kafka version", "records", "duplicates", "missing", "order violations", "open transactions", "restart to first commit", "result"} {
+		require.Contains(t, lines[0], col)
+	}
 	require.Equal(t, 2*time.Second, Percentile(ok.Restarts, 50))
 	require.Equal(t, 3*time.Second, Percentile(ok.Restarts, 100))
 }

@@ -33,15 +33,17 @@ import (
 
 // Config is what every cell shares.
 type Config struct {
-	Brokers      []string // the suite's own cluster
-	Cluster      *Cluster // to kill and restart its nodes (broker cells)
-	KafkaVersion string   // for the table
-	PGURL        string   // Postgres cells; "" skips them
-	PGSchema     string   // the suite's schema in the shared server (default "chaos")
-	WorkerBin    string   // the built integration/chaos/worker
-	Dir          string   // logs
-	RunID        string   // makes topic, group and table names unique
-	Partitions   int32    // input and output partitions (default 6)
+	Brokers      []string      // the suite's own cluster
+	Cluster      *Cluster      // to kill and restart its nodes (broker cells)
+	KafkaVersion string        // for the table
+	PGURL        string        // Postgres cells; "" skips them
+	PGSchema     string        // the suite's schema in the shared server (default "chaos")
+	WorkerBin    string        // the built integration/chaos/worker
+	Dir          string        // logs
+	RunID        string        // makes topic, group and table names unique
+	Partitions   int32         // input and output partitions (default 6)
+	ToolsDir     string        // kafka-tools jars of the broker's version (kafka.sh tools-fetch), for FeederVerifiableProducer
+	LiveEvery    time.Duration // the concurrent verifier's period (default 1.5s; < 0 turns it off)
 	Log          func(format string, args ...any)
 }
 
@@ -71,6 +73,12 @@ type Cell struct {
 	// LostCommitAck > 0 puts a LostAckProxy between the workers and
 	// Postgres that drops the answer to every LostCommitAck-th COMMIT.
 	LostCommitAck int64
+	// Feeder writes the input: "" the suite's own Go producer,
+	// FeederVerifiableProducer Kafka's kafka-verifiable-producer.
+	Feeder string
+	// MinWorkers is how many workers the schedule needs at least
+	// (ShortMatrix keeps them; default 2).
+	MinWorkers int
 }
 
 // Run is one cell being run.
@@ -97,7 +105,8 @@ type Run struct {
 	live       map[string]*Proc // the current process per instance id that should run
 	intended   map[*Proc]bool   // processes the schedule signalled
 	restarts   []time.Duration
-	orphans    int // SIGKILLs that left a transaction open
+	orphans    int     // SIGKILLs that left a transaction open
+	vp         *vpAcks // what the verifiable producer acknowledged (FeederVerifiableProducer)
 	lastCommit time.Time
 	maxGap     time.Duration // the longest time between two commits of any worker
 	maxGapAt   float64       // progress when it ended
@@ -614,7 +623,9 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	defer stopFeed()
 	fedErr := make(chan error, 1)
-	go func() { fedErr <- r.feed(feedCtx) }()
+	go func() { fedErr <- r.runFeeder(feedCtx) }()
+	live := r.startLive(ctx)
+	defer live.stop()
 
 	if cell.Schedule != nil {
 		if err := cell.Schedule(ctx, r); err != nil {
@@ -640,6 +651,7 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 		}
 	}
 	r.supervise() // reports workers that had died since
+	live.finish(ctx)
 	r.noteAborts()
 	r.mu.Lock()
 	gap, gapAt := r.maxGap, r.maxGapAt
