@@ -203,7 +203,7 @@ func brokerSchedule(ctx context.Context, r *Run) error {
 			return err
 		}
 		killed := time.Now()
-		err := r.WaitProgress(ctx, from+0.03, 2*time.Minute)
+		err := r.WaitProgress(ctx, min(from+0.03, 1), 2*time.Minute) // (all committed: nothing left to wait for)
 		resumed := time.Since(killed)
 		if serr := r.Cfg.Cluster.Start(ctx, id); serr != nil {
 			return serr

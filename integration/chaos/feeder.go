@@ -250,3 +250,30 @@ func (c *Cluster) ToolsDir(ctx context.Context) (string, error) {
 	}
 	return dir, nil
 }
+
+// firstCommitOrDone waits for p's first commit like Proc.FirstCommit, but
+// returns 0 and no error once the feeder wrote every record and the workers
+// reported every one committed: then p has nothing left to commit (a fault
+// landing after the input ran out, as in the short cells).
+func (r *Run) firstCommitOrDone(ctx context.Context, p *Proc, timeout time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		fc := p.firstCommit
+		p.mu.Unlock()
+		switch {
+		case !fc.IsZero():
+			return fc.Sub(p.Started), nil
+		case r.fed.Load() >= int64(r.Cell.Records) && r.Progress() >= 1:
+			return 0, nil
+		case !p.Alive():
+			_, _, line := p.ExitStatus()
+			return 0, fmt.Errorf("worker %s.%d exited before its first commit (%s)", p.ID, p.Gen, line)
+		case time.Now().After(deadline):
+			return 0, fmt.Errorf("worker %s.%d did not commit within %v of its start", p.ID, p.Gen, timeout)
+		}
+		if err := r.waitChange(ctx, 100*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}

@@ -12,14 +12,14 @@ const (
 	// shortMaxFeed bounds how long a short cell's feeder writes: long
 	// enough that the faults land mid-stream (the zombie needs its session
 	// to expire while input still arrives), short enough for `make test`.
-	shortMaxFeed = 12 * time.Second
+	shortMaxFeed = 20 * time.Second
 )
 
 // ShortMatrix is one short cell of each fault type of Matrix: for each
 // distinct Fault the first cell that has it (so the Kafka-mode one where
 // both modes have it), with its schedule unchanged, an eighth of its
 // records (2,000–4,000), 2 workers (or the cell's MinWorkers), and a rate
-// at which the feed lasts as long as the full cell's, at most 12 s. The
+// at which the feed lasts as long as the full cell's, at most 20 s. The
 // cells fed by kafka-verifiable-producer are left out (their faults are
 // covered by the Go-fed cells; the JVM costs seconds each). Cells added to
 // Matrix get a short variant here automatically.
