@@ -51,6 +51,7 @@ type live struct {
 	stopCh     chan struct{}
 	done       chan struct{}
 	once       sync.Once
+	closeOnce  sync.Once
 	mu         sync.Mutex
 	ticks      int
 	tickErrs   int
@@ -133,6 +134,17 @@ func (l *live) stop() {
 	<-l.done
 }
 
+// close stops the loop and closes the checker's clients (RunCell defers it;
+// finish calls it too).
+func (l *live) close() {
+	l.stop()
+	l.closeOnce.Do(func() {
+		if l.chk != nil {
+			l.chk.close()
+		}
+	})
+}
+
 // finish stops the loop, runs final ticks until every snapshot of the
 // committed offsets could be checked (at most 5), notes the numbers and
 // closes the checker.
@@ -141,7 +153,7 @@ func (l *live) finish(ctx context.Context) {
 	if l.chk == nil {
 		return
 	}
-	defer l.chk.close()
+	defer l.close()
 	for i := 0; i < 5; i++ {
 		l.tick(ctx)
 		if l.chk.pendingSnapshots() == 0 {

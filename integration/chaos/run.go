@@ -629,7 +629,7 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 	fedErr := make(chan error, 1)
 	go func() { fedErr <- r.runFeeder(feedCtx) }()
 	live := r.startLive(ctx)
-	defer live.stop()
+	defer live.close()
 
 	if cell.Schedule != nil {
 		if err := cell.Schedule(ctx, r); err != nil {
