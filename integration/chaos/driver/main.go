@@ -4,7 +4,9 @@
 // scripts/kafka.sh (its own ports and state dir), runs the version's cells
 // and stops the cluster. The Kafka-mode cells run on every version, the
 // Postgres-mode cells (Kafka is only their input) on the last one unless
-// -pg-versions says otherwise. It prints the table and, as its last line,
+// -pg-versions says otherwise; on every version but the last the record
+// counts are halved (-scale-others), which keeps the whole run within its
+// 20-minute budget. It prints the table and, as its last line,
 // "chaos: cells=N passed=P duplicates=D missing=M", and exits non-zero when
 // any cell fails.
 package main
@@ -40,6 +42,7 @@ func run() int {
 		keep     = flag.Bool("keep", false, "leave the cluster running at the end")
 		versions = flag.String("versions", envStr("EXACTLY_CHAOS_VERSIONS", "4.1.2,4.4.0"), "Apache Kafka versions to run the matrix on, one cluster each, in this order")
 		pgVers   = flag.String("pg-versions", envStr("EXACTLY_CHAOS_PG_VERSIONS", ""), "versions that also run the Postgres-mode cells: comma-separated, \"all\", or \"\" for the last of -versions")
+		others   = flag.Float64("scale-others", 0.5, "multiplies the record counts again on every version but the last (the time budget: 20 min for the whole run)")
 		short    = flag.Bool("short", false, "run ShortMatrix (one short cell per fault type, what `make test` runs) instead of Matrix")
 	)
 	flag.Parse()
@@ -94,9 +97,15 @@ func run() int {
 			pgOn[v] = true
 		}
 	}
-	matrix := chaos.Matrix(*scale)
-	if *short {
-		matrix = chaos.ShortMatrix()
+	matrixOf := func(version string) []chaos.Cell {
+		switch {
+		case *short:
+			return chaos.ShortMatrix()
+		case version != vers[len(vers)-1]:
+			return chaos.Matrix(*scale * *others)
+		default:
+			return chaos.Matrix(*scale)
+		}
 	}
 	var results []chaos.Result
 	start := time.Now()
@@ -105,7 +114,7 @@ func run() int {
 			break
 		}
 		var todo []chaos.Cell
-		for _, c := range matrix {
+		for _, c := range matrixOf(version) {
 			if re != nil && !re.MatchString(c.Name) {
 				continue
 			}
