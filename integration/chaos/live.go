@@ -168,7 +168,7 @@ func (l *live) finish(ctx context.Context) {
 	}
 	errs := ""
 	if l.tickErrs > 0 {
-		errs = fmt.Sprintf(" (%d ticks failed to read, e.g. %v)", l.tickErrs, l.firstErr)
+		errs = fmt.Sprintf(" (%d ticks could not read everything, e.g. %v; those took no snapshot)", l.tickErrs, l.firstErr)
 	}
 	l.r.Note("concurrent verifier: %d ticks every %v, %v per tick on average%s; %s; %d violations",
 		l.ticks, l.every, avg.Round(time.Millisecond), errs, l.chk.stats(), l.violations)
@@ -237,23 +237,28 @@ func (k *kafkaPrefix) stats() string {
 }
 
 func (k *kafkaPrefix) tick(ctx context.Context) error {
+	// A snapshot needs both reads; with a broker down either may fail
+	// (a partition without a leader), and the tick then only reads on.
+	var firstErr error
 	c, err := k.committed(ctx)
-	if err != nil {
-		return err
+	var hw map[int32]int64
+	if err == nil {
+		hw, err = listed(k.adm.ListEndOffsets(ctx, k.out))
 	}
-	hw, err := listed(k.adm.ListEndOffsets(ctx, k.out))
-	if err != nil {
-		return err
+	if err == nil {
+		k.pending = append(k.pending, snapshot{committed: c, hw: hw})
+	} else {
+		firstErr = err
 	}
-	k.pending = append(k.pending, snapshot{committed: c, hw: hw})
 	lso, err := listed(k.adm.ListCommittedOffsets(ctx, k.out))
-	if err != nil {
-		return err
+	if err != nil && firstErr == nil {
+		firstErr = err
 	}
-	// Read to the last stable offsets as listed (at most a second).
+	// Read to the last stable offsets as listed, at most a second (the
+	// whole second when they could not be listed).
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	for !k.reached(lso) && pctx.Err() == nil {
+	for (lso == nil || !k.reached(lso)) && pctx.Err() == nil {
 		fs := k.cl.PollFetches(pctx)
 		fs.EachRecord(k.record)
 	}
@@ -269,7 +274,7 @@ func (k *kafkaPrefix) tick(ctx context.Context) error {
 		}
 	}
 	k.pending = rest
-	return nil
+	return firstErr
 }
 
 func listed(l kadm.ListedOffsets, err error) (map[int32]int64, error) {
