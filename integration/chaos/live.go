@@ -168,7 +168,7 @@ func (l *live) finish(ctx context.Context) {
 	}
 	errs := ""
 	if l.tickErrs > 0 {
-		errs = fmt.Sprintf(" (%d ticks could not read everything, e.g. %v; those took no snapshot)", l.tickErrs, l.firstErr)
+		errs = fmt.Sprintf(" (%d ticks hit a read error and judged only what they could read, e.g. %v)", l.tickErrs, l.firstErr)
 	}
 	l.r.Note("concurrent verifier: %d ticks every %v, %v per tick on average%s; %s; %d violations",
 		l.ticks, l.every, avg.Round(time.Millisecond), errs, l.chk.stats(), l.violations)
