@@ -8,9 +8,11 @@
 #   make bench-go          the Go benchmarks (go test -bench) of every package
 #   make services-up       PostgreSQL + single Kafka broker + 3-node Kafka cluster
 #   make kafka-down pg-down
-#   make chaos             the fault suite on its own 3-node Kafka cluster (never part of test)
 #   make availability      the stalls of issue 11 measured on its own 3-node Kafka cluster
 #                          (never part of test); its last line is the summary
+#   make chaos             the fault suite on its own 3-node Kafka cluster, on Kafka 4.1.2 and
+#                          4.4.0 (`make integration` runs one short cell per fault type, on a
+#                          cluster of its own at port base 9992)
 #
 # Variables already set in the environment win over the defaults below.
 
@@ -99,9 +101,10 @@ bench-go:
 
 # The fault suite (integration/chaos): workers as OS processes, real faults,
 # on its own 3-node cluster (EXACTLY_CHAOS_PORT_BASE 9392: brokers 9492-9494,
-# controllers 9592-9594, state EXACTLY_CHAOS_STATE), stopped at the end.
+# controllers 9592-9594, state EXACTLY_CHAOS_STATE), one per Kafka version of
+# -versions (default 4.1.2,4.4.0) in turn, each stopped after its cells.
 # Postgres mode uses the schema "chaos" of EXACTLY_PG_URL. CHAOS_FLAGS, e.g.
-# CHAOS_FLAGS='-cells ^baseline$$'. The last line is the summary.
+# CHAOS_FLAGS='-cells ^baseline$$ -versions 4.4.0'. The last line is the summary.
 CHAOS_FLAGS ?=
 # Postgres must run already (make pg-up): this target never starts or stops it.
 chaos:

@@ -17,6 +17,10 @@
 #                   wait until it serves metadata (and, if all 3 run, full ISRs)
 #   status          show which nodes run
 #   fetch           only download the jars
+#   tools-fetch     download Kafka's command-line tools (org.apache.kafka:kafka-tools,
+#                   the broker's version: kafka-verifiable-producer...) and print
+#                   the directory of their jars (a Java classpath of DIR/*; its
+#                   log4j2.properties sends the tools' logs to stderr)
 #
 # Environment:
 #   EXACTLY_CACHE            jar cache (default ~/.cache/exactly)
@@ -176,6 +180,32 @@ fetch_jars_locked() {
 	mv "$tmp" "$LIBS"
 	printf '%s\n' "$KAFKA_VERSION" >"$LIBS_MARKER"
 	log "downloaded $(find "$LIBS" -name '*.jar' | wc -l) jars in $((SECONDS - t0))s"
+}
+
+readonly TOOLS_LIBS="$CACHE_DIR/kafka-tools-$KAFKA_VERSION/libs"
+
+fetch_tools_locked() {
+	if [[ -f $TOOLS_LIBS/.complete && -f $TOOLS_LIBS/kafka-tools-$KAFKA_VERSION.jar ]]; then
+		cp "$SCRIPT_DIR/kafka/tools-log4j2.properties" "$TOOLS_LIBS/log4j2.properties"
+		return 0
+	fi
+	log "downloading Kafka $KAFKA_VERSION tools (kafka-tools) from Maven Central into $TOOLS_LIBS (once)"
+	local t0=$SECONDS home tmp
+	home="$(dirname "$TOOLS_LIBS")"
+	tmp="$home/libs.tmp"
+	rm -rf "$tmp" "$TOOLS_LIBS"
+	mkdir -p "$home"
+	if ! (cd "$home" && mvn -B -q -Dstyle.color=never -f "$SCRIPT_DIR/kafka/tools-pom.xml" \
+		dependency:copy-dependencies \
+		-Dkafka.version="$KAFKA_VERSION" -DoutputDirectory="$tmp" >"$home/mvn.log" 2>&1); then
+		tail -n 40 "$home/mvn.log" >&2 || true
+		die "maven could not fetch kafka-tools $KAFKA_VERSION (log: $home/mvn.log)"
+	fi
+	[[ -f $tmp/kafka-tools-$KAFKA_VERSION.jar ]] || die "kafka-tools-$KAFKA_VERSION.jar missing after download"
+	cp "$SCRIPT_DIR/kafka/tools-log4j2.properties" "$tmp/log4j2.properties"
+	printf '%s\n' "$KAFKA_VERSION" >"$tmp/.complete"
+	mv "$tmp" "$TOOLS_LIBS"
+	log "downloaded $(find "$TOOLS_LIBS" -name '*.jar' | wc -l) tool jars in $((SECONDS - t0))s"
 }
 
 build_ready_locked() {
@@ -522,6 +552,7 @@ main() {
 	start) cmd_start "$@" ;;
 	status) cmd_status ;;
 	fetch) ensure_tools && with_lock fetch_jars_locked ;;
+	tools-fetch) ensure_tools && with_lock fetch_tools_locked && echo "$TOOLS_LIBS" ;;
 	*)
 		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
 		exit 2

@@ -124,27 +124,46 @@ func TestTableSummary(t *testing.T) {
 	out := Table([]Result{ok, bad})
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	require.Equal(t, "chaos: cells=2 passed=1 duplicates=2 missing=3", lines[len(lines)-1])
-	require.Contains(t, out, "| 2s ")
+	require.Contains(t, out, "| 2s / 3s (n=3) ")
+	for _, col := range []string{"cell", "fault", "mode", "kafka version", "records", "duplicates", "missing", "order violations", "open transactions", "restart to first commit", "result"} {
+		require.Contains(t, lines[0], col)
+	}
 	require.Equal(t, 2*time.Second, Percentile(ok.Restarts, 50))
 	require.Equal(t, 3*time.Second, Percentile(ok.Restarts, 100))
 }
 
-// TestChaosShort runs ShortCell against the suite's own 3-node cluster
-// (started with scripts/kafka.sh at EXACTLY_CHAOS_PORT_BASE, default 9392:
-// brokers 9492-9494, state EXACTLY_CHAOS_STATE, default /tmp/exactly-chaos)
-// and requires it to pass. It skips unless EXACTLY_CHAOS=1. The cluster is
-// stopped at the end unless EXACTLY_CHAOS_KEEP=1.
+// TestChaosShort runs ShortMatrix — one short cell of each fault type of
+// the matrix, 2,000–4,000 records and 2 workers each — against a 3-node
+// cluster of its own, started with scripts/kafka.sh at
+// EXACTLY_CHAOS_SHORT_PORT_BASE (default 9992: brokers 10092-10094,
+// controllers 10192-10194), state EXACTLY_CHAOS_SHORT_STATE (default
+// /tmp/exactly-chaos-short), Kafka EXACTLY_KAFKA_VERSION (default 4.1.2),
+// so that it never touches the shared cluster the other integration
+// packages use at the same time. Every cell must pass. It runs under
+// `make test` (EXACTLY_REQUIRE_SERVICES=1) or with EXACTLY_CHAOS=1, and
+// skips otherwise; the Postgres-mode cells need EXACTLY_PG_URL. The cluster
+// is stopped at the end unless EXACTLY_CHAOS_KEEP=1.
 func TestChaosShort(t *testing.T) {
-	if os.Getenv("EXACTLY_CHAOS") != "1" {
-		t.Skip("set EXACTLY_CHAOS=1 to run a short chaos cell (starts its own 3-node Kafka cluster)")
+	if os.Getenv("EXACTLY_CHAOS") != "1" && os.Getenv("EXACTLY_REQUIRE_SERVICES") != "1" {
+		t.Skip("set EXACTLY_CHAOS=1 (or EXACTLY_REQUIRE_SERVICES=1, as `make test` does) to run the short chaos cells (starts its own 3-node Kafka cluster)")
 	}
-	base := 9392
-	if v, err := strconv.Atoi(os.Getenv("EXACTLY_CHAOS_PORT_BASE")); err == nil {
-		base = v
+	base := 9992
+	if v := os.Getenv("EXACTLY_CHAOS_SHORT_PORT_BASE"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "EXACTLY_CHAOS_SHORT_PORT_BASE=%q: want a port number", v)
+		base = n
 	}
-	state := os.Getenv("EXACTLY_CHAOS_STATE")
+	state := os.Getenv("EXACTLY_CHAOS_SHORT_STATE")
 	if state == "" {
-		state = "/tmp/exactly-chaos"
+		state = "/tmp/exactly-chaos-short"
+	}
+	version := os.Getenv("EXACTLY_KAFKA_VERSION")
+	if version == "" {
+		version = "4.1.2"
+	}
+	pgURL := os.Getenv("EXACTLY_PG_URL")
+	if pgURL == "" && os.Getenv("EXACTLY_REQUIRE_SERVICES") == "1" {
+		t.Fatal("EXACTLY_PG_URL not set but EXACTLY_REQUIRE_SERVICES=1: the Postgres-mode short cells need it")
 	}
 	root, err := filepath.Abs("../..")
 	require.NoError(t, err)
@@ -155,23 +174,36 @@ func TestChaosShort(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cl := &Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: state, PortBase: base, Log: t.Logf}
+	cl := &Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: state, PortBase: base, Version: version, Log: t.Logf}
 	require.NoError(t, cl.Up(ctx))
 	if os.Getenv("EXACTLY_CHAOS_KEEP") != "1" {
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			require.NoError(t, cl.Down(ctx))
+			t.Logf("short chaos cells with the cluster's start and stop: %v", time.Since(start).Round(time.Second))
 		})
 	}
-	cfg := Config{Brokers: cl.Brokers(), Cluster: cl, KafkaVersion: "4.1.2", WorkerBin: bin, Dir: dir,
+	cfg := Config{Brokers: cl.Brokers(), Cluster: cl, KafkaVersion: version, PGURL: pgURL, WorkerBin: bin, Dir: dir,
 		RunID: "t" + strconv.FormatInt(time.Now().Unix()%100000, 36), Log: t.Logf}
-	res := RunCell(ctx, cfg, ShortCell())
-	t.Logf("\n%s", Table([]Result{res}))
-	require.True(t, res.Passed, "%s", Table([]Result{res}))
-	require.Len(t, res.Restarts, 2)
+	var results []Result
+	for _, c := range ShortMatrix() {
+		if c.Mode == Postgres && pgURL == "" {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			res := RunCell(ctx, cfg, c)
+			results = append(results, res)
+			require.True(t, res.Passed, "%s", Table([]Result{res}))
+			if c.Schedule != nil && strings.Contains(c.Fault, "SIGKILL each worker") {
+				require.NotEmpty(t, res.Restarts, "restart to first commit measured")
+			}
+		})
+	}
+	t.Logf("\n%s", Table(results))
 }
 
 // TestLostAckProxy: through the proxy, a COMMIT whose answer is dropped
@@ -219,4 +251,35 @@ func TestLostAckProxy(t *testing.T) {
 	var count int
 	require.NoError(t, direct.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&count))
 	require.Equal(t, 2, count, "the transaction whose answer was lost committed")
+}
+
+// TestShortMatrix: one short cell per fault type of Matrix, with the same
+// schedule, a few thousand records and 2 workers (or the cell's MinWorkers).
+func TestShortMatrix(t *testing.T) {
+	full := map[string]Cell{}
+	faults := map[string]bool{}
+	for _, c := range Matrix(1) {
+		full[c.Name] = c
+		if c.Feeder == "" {
+			faults[c.Fault] = true
+		}
+	}
+	short := ShortMatrix()
+	got := map[string]bool{}
+	for _, c := range short {
+		require.False(t, got[c.Fault], "fault %q twice", c.Fault)
+		got[c.Fault] = true
+		f, ok := full[strings.TrimPrefix(c.Name, "short-")]
+		require.True(t, ok, "%s derives from no cell of Matrix", c.Name)
+		require.Equal(t, f.Mode, c.Mode)
+		require.Equal(t, f.Schedule == nil, c.Schedule == nil, c.Name)
+		require.Equal(t, f.AbortRate, c.AbortRate, c.Name)
+		require.Equal(t, f.LostCommitAck, c.LostCommitAck, c.Name)
+		require.GreaterOrEqual(t, c.Records, 2000, c.Name)
+		require.LessOrEqual(t, c.Records, 4000, c.Name)
+		require.Equal(t, min(f.Workers, max(2, f.MinWorkers)), c.Workers, c.Name)
+		feed := time.Duration(float64(c.Records) / float64(c.Rate) * float64(time.Second))
+		require.LessOrEqual(t, feed, shortMaxFeed+time.Second, c.Name)
+	}
+	require.Equal(t, faults, got, "every fault type of the matrix has a short cell")
 }

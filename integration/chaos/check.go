@@ -67,6 +67,7 @@ func (r *Run) check(ctx context.Context, res *Result) {
 			r.Fail("the input holds %d records, want %d", rep.In, r.Cell.Records)
 		}
 	}
+	r.checkVPAcks(ctx)
 	open, err := r.openTxns(ctx)
 	if err != nil {
 		r.Fail("checking for open transactions: %v", err)
@@ -219,14 +220,14 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 // "chaos: cells=N passed=P duplicates=D missing=M".
 func Table(results []Result) string {
 	var b strings.Builder
-	header := []string{"cell", "fault", "mode", "kafka", "records", "dups", "missing", "order", "open txns", "restart p50", "restart max", "result"}
+	header := []string{"cell", "fault", "mode", "kafka version", "records", "duplicates", "missing", "order violations", "open transactions", "restart to first commit p50/max", "result"}
 	rows := [][]string{header}
 	passed, dups, missing := 0, 0, 0
 	for _, r := range results {
-		p50, pmax := "-", "-"
+		restart := "-"
 		if len(r.Restarts) > 0 {
-			p50 = Percentile(r.Restarts, 50).Round(time.Millisecond).String()
-			pmax = Percentile(r.Restarts, 100).Round(time.Millisecond).String()
+			restart = fmt.Sprintf("%v / %v (n=%d)", Percentile(r.Restarts, 50).Round(time.Millisecond),
+				Percentile(r.Restarts, 100).Round(time.Millisecond), len(r.Restarts))
 		}
 		verdict := "FAIL"
 		if r.Passed {
@@ -242,7 +243,7 @@ func Table(results []Result) string {
 			return fmt.Sprint(n)
 		}
 		rows = append(rows, []string{r.Cell, r.Fault, r.Mode, r.Kafka, fmt.Sprint(r.Records),
-			num(r.Duplicates), num(r.Missing), num(r.OrderViolations), fmt.Sprint(r.OpenTxns), p50, pmax, verdict})
+			num(r.Duplicates), num(r.Missing), num(r.OrderViolations), fmt.Sprint(r.OpenTxns), restart, verdict})
 	}
 	width := make([]int, len(header))
 	for _, row := range rows {
@@ -268,7 +269,7 @@ func Table(results []Result) string {
 		if len(r.Notes)+len(r.Failures)+len(r.Problems) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\n%s (%v, %d restarts measured):\n", r.Cell, r.Took.Round(time.Second), len(r.Restarts))
+		fmt.Fprintf(&b, "\n%s on Kafka %s (%v, %d restarts measured):\n", r.Cell, r.Kafka, r.Took.Round(time.Second), len(r.Restarts))
 		for _, f := range r.Failures {
 			fmt.Fprintf(&b, "  FAIL %s\n", f)
 		}

@@ -33,15 +33,17 @@ import (
 
 // Config is what every cell shares.
 type Config struct {
-	Brokers      []string // the suite's own cluster
-	Cluster      *Cluster // to kill and restart its nodes (broker cells)
-	KafkaVersion string   // for the table
-	PGURL        string   // Postgres cells; "" skips them
-	PGSchema     string   // the suite's schema in the shared server (default "chaos")
-	WorkerBin    string   // the built integration/chaos/worker
-	Dir          string   // logs
-	RunID        string   // makes topic, group and table names unique
-	Partitions   int32    // input and output partitions (default 6)
+	Brokers      []string      // the suite's own cluster
+	Cluster      *Cluster      // to kill and restart its nodes (broker cells)
+	KafkaVersion string        // for the table
+	PGURL        string        // Postgres cells; "" skips them
+	PGSchema     string        // the suite's schema in the shared server (default "chaos")
+	WorkerBin    string        // the built integration/chaos/worker
+	Dir          string        // logs
+	RunID        string        // makes topic, group and table names unique
+	Partitions   int32         // input and output partitions (default 6)
+	ToolsDir     string        // kafka-tools jars of the broker's version (kafka.sh tools-fetch), for FeederVerifiableProducer
+	LiveEvery    time.Duration // the concurrent verifier's period (default 1.5s; < 0 turns it off)
 	Log          func(format string, args ...any)
 	// Tap, if set, sees every line a worker prints on stdout, with the time
 	// the driver read it (from the process's reader goroutine: it must be
@@ -89,6 +91,12 @@ type Cell struct {
 	// SIGKILL a worker right before its COMMIT is forwarded, or right
 	// after the server's answer arrived (which is then not forwarded).
 	PGCrash string
+	// Feeder writes the input: "" the suite's own Go producer,
+	// FeederVerifiableProducer Kafka's kafka-verifiable-producer.
+	Feeder string
+	// MinWorkers is how many workers the schedule needs at least
+	// (ShortMatrix keeps them; default 2).
+	MinWorkers int
 }
 
 // Run is one cell being run.
@@ -115,7 +123,8 @@ type Run struct {
 	live       map[string]*Proc // the current process per instance id that should run
 	intended   map[*Proc]bool   // processes the schedule signalled
 	restarts   []time.Duration
-	orphans    int // SIGKILLs that left a transaction open
+	orphans    int     // SIGKILLs that left a transaction open
+	vp         *vpAcks // what the verifiable producer acknowledged (FeederVerifiableProducer)
 	lastCommit time.Time
 	maxGap     time.Duration // the longest time between two commits of any worker
 	maxGapAt   float64       // progress when it ended
@@ -300,9 +309,13 @@ func (r *Run) Bounce(ctx context.Context, id string, sig syscall.Signal) error {
 	if err != nil {
 		return err
 	}
-	took, err := np.FirstCommit(ctx, 90*time.Second)
+	took, err := r.firstCommitOrDone(ctx, np, 90*time.Second)
 	if err != nil {
 		r.Fail("%v", err)
+		return nil
+	}
+	if took == 0 {
+		r.Note("%v %s at %.0f%%: the whole input was committed before its restart committed anything: no restart time to measure", sig, id, 100*at)
 		return nil
 	}
 	r.mu.Lock()
@@ -635,7 +648,9 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	defer stopFeed()
 	fedErr := make(chan error, 1)
-	go func() { fedErr <- r.feed(feedCtx) }()
+	go func() { fedErr <- r.runFeeder(feedCtx) }()
+	live := r.startLive(ctx)
+	defer live.close()
 
 	if cell.Schedule != nil {
 		if err := cell.Schedule(ctx, r); err != nil {
@@ -661,6 +676,7 @@ func RunCell(ctx context.Context, cfg Config, cell Cell) (res Result) {
 		}
 	}
 	r.supervise() // reports workers that had died since
+	live.finish(ctx)
 	r.noteAborts()
 	r.mu.Lock()
 	gap, gapAt := r.maxGap, r.maxGapAt

@@ -1,8 +1,14 @@
-// Command driver runs the chaos matrix (`make chaos`): it builds the worker,
-// starts the suite's own 3-node Apache Kafka cluster with scripts/kafka.sh
-// (its own ports and state dir), runs every cell, prints the table and, as
-// its last line, "chaos: cells=N passed=P duplicates=D missing=M". It exits
-// non-zero when any cell fails, and stops the cluster it started.
+// Command driver runs the chaos matrix (`make chaos`): it builds the worker
+// and, for each Apache Kafka version of -versions in turn (default 4.1.2
+// and 4.4.0), starts the suite's own 3-node cluster of that version with
+// scripts/kafka.sh (its own ports and state dir), runs the version's cells
+// and stops the cluster. The Kafka-mode cells run on every version, the
+// Postgres-mode cells (Kafka is only their input) on the last one unless
+// -pg-versions says otherwise; on every version but the last the record
+// counts are halved (-scale-others), which keeps the whole run within its
+// 20-minute budget. It prints the table and, as its last line,
+// "chaos: cells=N passed=P duplicates=D missing=M", and exits non-zero when
+// any cell fails.
 package main
 
 import (
@@ -34,6 +40,10 @@ func run() int {
 		cells    = flag.String("cells", envStr("EXACTLY_CHAOS_CELLS", ""), "regexp of the cells to run (default all)")
 		scale    = flag.Float64("scale", 1, "multiplies every cell's record count")
 		keep     = flag.Bool("keep", false, "leave the cluster running at the end")
+		versions = flag.String("versions", envStr("EXACTLY_CHAOS_VERSIONS", "4.1.2,4.4.0"), "Apache Kafka versions to run the matrix on, one cluster each, in this order")
+		pgVers   = flag.String("pg-versions", envStr("EXACTLY_CHAOS_PG_VERSIONS", ""), "versions that also run the Postgres-mode cells: comma-separated, \"all\", or \"\" for the last of -versions")
+		others   = flag.Float64("scale-others", 0.5, "multiplies the record counts again on every version but the last (the time budget: 20 min for the whole run)")
+		short    = flag.Bool("short", false, "run ShortMatrix (one short cell per fault type, what `make test` runs) instead of Matrix")
 	)
 	flag.Parse()
 	logf := func(format string, args ...any) {
@@ -62,28 +72,6 @@ func run() int {
 		logf("building the worker: %v", err)
 		return 1
 	}
-	version := envStr("EXACTLY_KAFKA_VERSION", "4.1.2")
-	cl := &chaos.Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: *state, PortBase: *portBase, Version: version, Log: logf}
-	if err := cl.Up(ctx); err != nil {
-		logf("%v", err)
-		return 1
-	}
-	down := func() {}
-	if !*keep {
-		var done bool
-		down = func() {
-			if done {
-				return
-			}
-			done = true
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if err := cl.Down(ctx); err != nil {
-				logf("stopping the cluster: %v", err)
-			}
-		}
-		defer down()
-	}
 	var re *regexp.Regexp
 	if *cells != "" {
 		if re, err = regexp.Compile(*cells); err != nil {
@@ -91,30 +79,63 @@ func run() int {
 			return 2
 		}
 	}
-	cfg := chaos.Config{
-		Brokers: cl.Brokers(), Cluster: cl, KafkaVersion: version, PGURL: *pgURL,
-		WorkerBin: bin, Dir: dir, RunID: runID, Log: logf,
+	vers := splitList(*versions)
+	if len(vers) == 0 {
+		logf("-versions is empty: give at least one Apache Kafka version, e.g. -versions 4.1.2,4.4.0")
+		return 2
 	}
-	logf("run %s: cluster %s (Kafka %s), logs in %s", runID, strings.Join(cfg.Brokers, ","), version, dir)
+	pgOn := map[string]bool{vers[len(vers)-1]: true}
+	switch *pgVers {
+	case "":
+	case "all":
+		for _, v := range vers {
+			pgOn[v] = true
+		}
+	default:
+		pgOn = map[string]bool{}
+		for _, v := range splitList(*pgVers) {
+			pgOn[v] = true
+		}
+	}
+	matrixOf := func(version string) []chaos.Cell {
+		switch {
+		case *short:
+			return chaos.ShortMatrix()
+		case version != vers[len(vers)-1]:
+			return chaos.Matrix(*scale * *others)
+		default:
+			return chaos.Matrix(*scale)
+		}
+	}
 	var results []chaos.Result
 	start := time.Now()
-	for _, c := range chaos.Matrix(*scale) {
-		if re != nil && !re.MatchString(c.Name) {
-			continue
-		}
-		if c.Mode == chaos.Postgres && *pgURL == "" {
-			continue
-		}
+	for _, version := range vers {
 		if ctx.Err() != nil {
 			break
 		}
-		logf("cell %s: %s, %s mode, %d records, %d workers", c.Name, c.Fault, c.Mode, c.Records, c.Workers)
-		res := chaos.RunCell(ctx, cfg, c)
-		logf("cell %s: passed=%v dups=%d missing=%d order=%d open=%d in %v", c.Name, res.Passed, res.Duplicates, res.Missing, res.OrderViolations, res.OpenTxns, res.Took.Round(time.Second))
-		results = append(results, res)
+		var todo []chaos.Cell
+		for _, c := range matrixOf(version) {
+			if re != nil && !re.MatchString(c.Name) {
+				continue
+			}
+			if c.Mode == chaos.Postgres && (*pgURL == "" || !pgOn[version]) {
+				continue
+			}
+			todo = append(todo, c)
+		}
+		if len(todo) == 0 {
+			logf("Kafka %s: no cell selected", version)
+			continue
+		}
+		res, err := runVersion(ctx, root, version, *state, *portBase, *pgURL, bin, dir, runID, *keep, todo, logf)
+		results = append(results, res...)
+		if err != nil {
+			logf("Kafka %s: %v", version, err)
+			results = append(results, chaos.Result{Cell: "cluster", Fault: "-", Mode: "-", Kafka: version,
+				Failures: []string{err.Error()}})
+		}
 	}
-	logf("matrix took %v", time.Since(start).Round(time.Second))
-	down() // before the table: its last line must be the summary
+	logf("matrix took %v (%d cells on Kafka %s)", time.Since(start).Round(time.Second), len(results), strings.Join(vers, ", "))
 	table := chaos.Table(results)
 	_ = os.WriteFile(filepath.Join(dir, "table.txt"), []byte(table), 0o644)
 	fmt.Print(table)
@@ -127,6 +148,63 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// runVersion brings up the suite's cluster on Kafka version, runs cells on
+// it and brings it down again (unless keep), also on failure.
+func runVersion(ctx context.Context, root, version, state string, portBase int, pgURL, bin, dir, runID string, keep bool,
+	cells []chaos.Cell, logf func(string, ...any)) ([]chaos.Result, error) {
+	cl := &chaos.Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: state, PortBase: portBase, Version: version, Log: logf}
+	t0 := time.Now()
+	if err := cl.Up(ctx); err != nil {
+		return nil, err
+	}
+	if !keep {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := cl.Down(ctx); err != nil {
+				logf("stopping the Kafka %s cluster: %v", version, err)
+			}
+		}()
+	}
+	cfg := chaos.Config{
+		Brokers: cl.Brokers(), Cluster: cl, KafkaVersion: version, PGURL: pgURL,
+		WorkerBin: bin, Dir: filepath.Join(dir, version), RunID: runID + "v" + strings.ReplaceAll(version, ".", ""), Log: logf,
+	}
+	for _, c := range cells {
+		if c.Feeder == chaos.FeederVerifiableProducer {
+			tools, err := cl.ToolsDir(ctx)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ToolsDir = tools
+			break
+		}
+	}
+	logf("run %s: cluster %s (Kafka %s) up in %v, logs in %s", cfg.RunID, strings.Join(cfg.Brokers, ","), version, time.Since(t0).Round(time.Second), cfg.Dir)
+	var results []chaos.Result
+	for _, c := range cells {
+		if ctx.Err() != nil {
+			break
+		}
+		logf("cell %s on Kafka %s: %s, %s mode, %d records at %d/s, %d workers", c.Name, version, c.Fault, c.Mode, c.Records, c.Rate, c.Workers)
+		res := chaos.RunCell(ctx, cfg, c)
+		logf("cell %s on Kafka %s: passed=%v dups=%d missing=%d order=%d open=%d in %v", c.Name, version, res.Passed, res.Duplicates, res.Missing, res.OrderViolations, res.OpenTxns, res.Took.Round(time.Second))
+		results = append(results, res)
+	}
+	logf("Kafka %s: %d cells in %v (with the cluster's start)", version, len(results), time.Since(t0).Round(time.Second))
+	return results, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func envStr(k, def string) string {
