@@ -365,7 +365,7 @@ func Matrix(scale float64) []Cell {
 		// pg-immediate-restart restarts the SHARED Postgres server (every
 		// client of it loses its connections): `make chaos` does that twice.
 		{Name: "pg-immediate-restart", Fault: "pg_ctlcluster restart -m immediate x2", Mode: Postgres, Records: n(20_000), Rate: 1000, Workers: 3,
-			Schedule: pgRestartSchedule},
+			Schedule: pgRestartSchedule, RestartsSharedServer: true},
 		{Name: "pg-broker-bounce", Fault: "kill -9 each broker", Mode: Postgres, Records: n(20_000), Rate: 150, Workers: 3,
 			Schedule: brokerSchedule},
 		{Name: "lost-endtxn-ack-stall", Fault: "every 20th EndTxn answer lost for 6s", Mode: Kafka, Records: n(20_000), Rate: 1000, Workers: 3,

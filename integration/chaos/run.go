@@ -97,6 +97,10 @@ type Cell struct {
 	// MinWorkers is how many workers the schedule needs at least
 	// (ShortMatrix keeps them; default 2).
 	MinWorkers int
+	// RestartsSharedServer marks a cell that restarts the Postgres server
+	// everyone shares; ShortMatrix leaves it out, because `make test` runs
+	// other packages' Postgres tests at the same time.
+	RestartsSharedServer bool
 }
 
 // Run is one cell being run.
