@@ -75,7 +75,7 @@ func run() int {
 		logf("-scale %v: must be positive", *scale)
 		return 2
 	}
-	root, err := moduleRoot()
+	root, err := chaos.ModuleRoot()
 	if err != nil {
 		logf("%v", err)
 		return 1
@@ -236,19 +236,4 @@ func envInt(k string, def int) int {
 		return v
 	}
 	return def
-}
-
-func moduleRoot() (string, error) {
-	d, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for ; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "scripts", "kafka.sh")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("cannot find the module root (scripts/kafka.sh) from the working directory")
-		}
-	}
 }

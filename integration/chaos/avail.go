@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -31,3 +32,20 @@ func (p *Proc) Name() string { return fmt.Sprintf("%s.%d", p.ID, p.Gen) }
 
 // LogPath is the file the process's stderr (its log) goes to.
 func (p *Proc) LogPath() string { return filepath.Join(p.run.Dir, p.Name()+".log") }
+
+// ModuleRoot is the repository's root (where scripts/kafka.sh is), found
+// from the working directory upwards; the drivers run from anywhere in it.
+func ModuleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for ; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "scripts", "kafka.sh")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("cannot find the module root (scripts/kafka.sh) from the working directory")
+		}
+	}
+}
