@@ -486,38 +486,6 @@ func (r *Run) drained(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// feed writes the cell's records at its rate: keys k0.., values of ~100 B.
-func (r *Run) feed(ctx context.Context) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.Cfg.Brokers...), kgo.DefaultProduceTopic(r.in),
-		kgo.RecordDeliveryTimeout(2*time.Minute))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	const tick = 50 * time.Millisecond
-	per := max(1, r.Cell.Rate*int(tick/time.Millisecond)/1000)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	pad := strings.Repeat("x", 90)
-	for i := 0; i < r.Cell.Records; {
-		end := min(r.Cell.Records, i+per)
-		var rs []*kgo.Record
-		for ; i < end; i++ {
-			rs = append(rs, &kgo.Record{Key: []byte("k" + strconv.Itoa(i)), Value: []byte(fmt.Sprintf("v%08d-%s", i, pad))})
-		}
-		if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
-			return fmt.Errorf("feeding record %d: %w", i, err)
-		}
-		r.fed.Store(int64(i))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
-}
-
 func (r *Run) setup(ctx context.Context) error {
 	kcl, err := kgo.NewClient(kgo.SeedBrokers(r.Cfg.Brokers...))
 	if err != nil {
