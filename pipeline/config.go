@@ -106,7 +106,10 @@ func MaxBytes(n int) Opt { return opt(func(c *config) { c.maxBytes = n }) }
 
 // MaxWait bounds how long a batch keeps growing after its first record
 // arrived. Default 100ms. Lower means lower latency and more, smaller
-// transactions.
+// transactions. With a sink whose commit is cheap (the Postgres sink), a
+// batch at least half full also ends before MaxWait once a poll has taken
+// everything the client had fetched, so that the next fetch overlaps the
+// Stage and the commit instead of delaying them.
 func MaxWait(d time.Duration) Opt { return opt(func(c *config) { c.maxWait = d }) }
 
 // Concurrency bounds how many partitions' batches are processed at once.
