@@ -284,3 +284,11 @@ func TestShortMatrix(t *testing.T) {
 	}
 	require.Equal(t, faults, got, "every fault type of the matrix has a short cell")
 }
+
+// A COMMIT line's commit phase began at its time minus the commit's
+// duration (the worker prints both, in ns).
+func TestCommitBegan(t *testing.T) {
+	f := strings.Fields("COMMIT 1796136795971147188 23 1796136789863786094 6107354554 486816 6016020290 0:721,3:654")
+	require.Equal(t, int64(1796136795971147188-6016020290), commitBegan(f).UnixNano())
+	require.True(t, commitBegan([]string{"COMMIT", "1", "2", "3"}).IsZero())
+}
