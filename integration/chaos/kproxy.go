@@ -45,21 +45,18 @@ type KafkaProxy struct {
 	// Log, if set, logs every dropped answer.
 	Log func(format string, args ...any)
 
-	endTxns  atomic.Int64
-	until    atomic.Int64 // unix ns: drop every EndTxn answer until then
-	dropped  atomic.Int64
-	lns      []net.Listener
-	addrs    []string
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	isClosed bool
+	endTxns atomic.Int64
+	until   atomic.Int64 // unix ns: drop every EndTxn answer until then
+	dropped atomic.Int64
+	lns     []net.Listener
+	addrs   []string
+	wg      sync.WaitGroup
+	conns   connSet
 }
 
 // Listen starts one listener per target on free loopback ports and returns
 // their addresses, in the order of Targets.
 func (p *KafkaProxy) Listen() ([]string, error) {
-	p.conns = map[net.Conn]struct{}{}
 	for i := range p.Targets {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -107,50 +104,28 @@ func (p *KafkaProxy) Dropped() int64 { return p.dropped.Load() }
 
 // Close stops the listeners and closes every connection.
 func (p *KafkaProxy) Close() {
-	p.mu.Lock()
-	p.isClosed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.conns.closeAll()
 	for _, ln := range p.lns {
 		ln.Close()
 	}
 	p.wg.Wait()
 }
 
-func (p *KafkaProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.isClosed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *KafkaProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
-}
-
 func (p *KafkaProxy) serve(client net.Conn, target int) {
-	if !p.track(client) {
+	if !p.conns.track(client) {
 		client.Close()
 		return
 	}
-	defer p.untrack(client)
+	defer p.conns.untrack(client)
 	server, err := net.DialTimeout("tcp", p.Targets[target], 5*time.Second)
 	if err != nil {
 		return // the broker is down: the client sees a closed connection
 	}
-	if !p.track(server) {
+	if !p.conns.track(server) {
 		server.Close()
 		return
 	}
-	defer p.untrack(server)
+	defer p.conns.untrack(server)
 	var (
 		mu      sync.Mutex
 		pending = map[int32]bool{} // correlation id -> drop its response

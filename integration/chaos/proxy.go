@@ -36,9 +36,7 @@ type LostAckProxy struct {
 	commits atomic.Int64
 	dropped atomic.Int64
 	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closed  bool
+	conns   connSet
 }
 
 // Listen starts the proxy on a free loopback port.
@@ -48,7 +46,6 @@ func (p *LostAckProxy) Listen() (string, error) {
 		return "", err
 	}
 	p.ln = ln
-	p.conns = map[net.Conn]struct{}{}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -72,50 +69,67 @@ func (p *LostAckProxy) Dropped() int64 { return p.dropped.Load() }
 
 // Close stops the proxy and closes every connection.
 func (p *LostAckProxy) Close() {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.conns.closeAll()
 	if p.ln != nil {
 		p.ln.Close()
 	}
 	p.wg.Wait()
 }
 
-func (p *LostAckProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+// connSet is a proxy's open connections, closed all at once by Close.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// track adds c, or reports false once the set was closed.
+func (s *connSet) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
 	return true
 }
 
-func (p *LostAckProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
+// untrack removes and closes c.
+func (s *connSet) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 	c.Close()
 }
 
+// closeAll closes every connection; later tracks are refused.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
 func (p *LostAckProxy) serve(client net.Conn) {
-	if !p.track(client) {
+	if !p.conns.track(client) {
 		client.Close()
 		return
 	}
-	defer p.untrack(client)
+	defer p.conns.untrack(client)
 	server, err := net.DialTimeout("tcp", p.Target, 5*time.Second)
 	if err != nil {
 		return
 	}
-	if !p.track(server) {
+	if !p.conns.track(server) {
 		server.Close()
 		return
 	}
-	defer p.untrack(server)
+	defer p.conns.untrack(server)
 	var drop atomic.Bool // the next CommandComplete COMMIT is dropped
 	var app atomic.Value // the client's application_name
 	app.Store("")
