@@ -80,7 +80,7 @@ integration:
 # output is the summary. Example: make bench BENCH_RECORDS=200000 BENCH_ROUNDS=3
 bench:
 	@bench_env=(EXACTLY_KAFKA_PORT_BASE=$(BENCH_KAFKA_PORT_BASE) EXACTLY_STATE=$(BENCH_STATE)); \
-	trap 'env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh down single >&2 || true; env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh down >&2 || true' EXIT; \
+	trap 'env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh down single >/dev/null 2>&1 || true; env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh down >/dev/null 2>&1 || true' EXIT; \
 	trap 'exit 1' INT TERM HUP; \
 	env "$${bench_env[@]}" $(CURDIR)/scripts/kafka.sh up >&2; \
 	env "$${bench_env[@]}" $(CURDIR)/scripts/pg.sh up >&2; \
@@ -103,28 +103,42 @@ bench-go:
 # on its own 3-node cluster (EXACTLY_CHAOS_PORT_BASE 9392: brokers 9492-9494,
 # controllers 9592-9594, state EXACTLY_CHAOS_STATE), one per Kafka version of
 # -versions (default 4.1.2,4.4.0) in turn, each stopped after its cells.
-# Postgres mode uses the schema "chaos" of EXACTLY_PG_URL. CHAOS_FLAGS, e.g.
-# CHAOS_FLAGS='-cells ^baseline$$ -versions 4.4.0'. The last line is the summary.
+# Postgres mode uses the schema "chaos" of EXACTLY_PG_URL; the target starts
+# Postgres if it is stopped (scripts/pg.sh up, which installs it if missing) and
+# stops it at the end only if it started it. The last line is the summary.
+# CHAOS_FLAGS is passed to the driver as written, split on spaces (no shell or
+# make quoting needed): make chaos CHAOS_FLAGS='-cells ^(pg-)?zombie$ -versions 4.4.0'
 CHAOS_FLAGS ?=
-# Postgres must run already (make pg-up): this target never starts or stops it.
+override CHAOS_FLAGS := $(value CHAOS_FLAGS)
+export CHAOS_FLAGS
+CHAOS_STATE ?= $(or $(EXACTLY_CHAOS_STATE),/tmp/exactly-chaos)
 chaos:
-	@EXACTLY_PG_URL='$(EXACTLY_PG_URL)' $(GO) run ./integration/chaos/driver $(CHAOS_FLAGS)
+	@trap 'EXACTLY_STATE=$(CHAOS_STATE) $(CURDIR)/scripts/pg.sh down >/dev/null 2>&1 || true' EXIT; \
+	trap 'exit 1' INT TERM HUP; \
+	EXACTLY_STATE=$(CHAOS_STATE) $(CURDIR)/scripts/pg.sh up >/dev/null; \
+	read -ra flags <<<"$$CHAOS_FLAGS" || true; \
+	EXACTLY_PG_URL='$(EXACTLY_PG_URL)' EXACTLY_CHAOS_STATE='$(CHAOS_STATE)' \
+		$(GO) run ./integration/chaos/driver "$${flags[@]}"
 
 # The availability measurement (integration/availability, docs/RELIABILITY.md):
 # worker processes on its own 3-node cluster (AVAILABILITY_PORT_BASE: brokers
 # base+100..102, controllers base+200..202, state AVAILABILITY_STATE), started
 # and stopped by the tool; the trap stops it also if the tool dies. Exits 1 if
 # a target of issue 11 is missed (AVAILABILITY_FLAGS=-no-fail only reports).
-# Example: make availability AVAILABILITY_FLAGS='-scenarios ^restart$$'
+# AVAILABILITY_FLAGS is passed as written, split on spaces (like CHAOS_FLAGS):
+# make availability AVAILABILITY_FLAGS='-no-fail -scenarios ^(restart|failover)$'
 AVAILABILITY_PORT_BASE ?= 9792
 AVAILABILITY_STATE ?= /tmp/exactly-availability
 AVAILABILITY_FLAGS ?=
+override AVAILABILITY_FLAGS := $(value AVAILABILITY_FLAGS)
+export AVAILABILITY_FLAGS
 availability:
 	@avail_env=(EXACTLY_KAFKA_PORT_BASE=$(AVAILABILITY_PORT_BASE) EXACTLY_STATE=$(AVAILABILITY_STATE)); \
 	trap 'env "$${avail_env[@]}" $(CURDIR)/scripts/kafka.sh down cluster >/dev/null 2>&1 || true' EXIT; \
 	trap 'exit 1' INT TERM HUP; \
+	read -ra flags <<<"$$AVAILABILITY_FLAGS" || true; \
 	mkdir -p $(AVAILABILITY_STATE) && $(GO) build -o $(AVAILABILITY_STATE)/availability ./integration/availability && \
-	$(AVAILABILITY_STATE)/availability -port-base $(AVAILABILITY_PORT_BASE) -state $(AVAILABILITY_STATE) $(AVAILABILITY_FLAGS)
+	$(AVAILABILITY_STATE)/availability -port-base $(AVAILABILITY_PORT_BASE) -state $(AVAILABILITY_STATE) "$${flags[@]}"
 
 services-up:
 	$(MAKE) pg-up

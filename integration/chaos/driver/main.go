@@ -15,6 +15,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/exactlyonce/exactly/integration/chaos"
 )
@@ -107,13 +110,9 @@ func run() int {
 			return chaos.Matrix(*scale)
 		}
 	}
-	var results []chaos.Result
-	start := time.Now()
+	selected := map[string][]chaos.Cell{}
+	needPG := false
 	for _, version := range vers {
-		if ctx.Err() != nil {
-			break
-		}
-		var todo []chaos.Cell
 		for _, c := range matrixOf(version) {
 			if re != nil && !re.MatchString(c.Name) {
 				continue
@@ -121,8 +120,24 @@ func run() int {
 			if c.Mode == chaos.Postgres && (*pgURL == "" || !pgOn[version]) {
 				continue
 			}
-			todo = append(todo, c)
+			selected[version] = append(selected[version], c)
+			needPG = needPG || c.Mode == chaos.Postgres
 		}
+	}
+	if needPG {
+		// Every Postgres cell would fail its setup one by one; say it once, now.
+		if err := pingPostgres(ctx, *pgURL); err != nil {
+			logf("Postgres at %s is not reachable: %v; start it (`make pg-up`, or run the suite with `make chaos`, which starts it), or skip the Postgres cells with -pg ''", redactURL(*pgURL), err)
+			return 2
+		}
+	}
+	var results []chaos.Result
+	start := time.Now()
+	for _, version := range vers {
+		if ctx.Err() != nil {
+			break
+		}
+		todo := selected[version]
 		if len(todo) == 0 {
 			logf("Kafka %s: no cell selected", version)
 			continue
@@ -219,4 +234,28 @@ func envInt(k string, def int) int {
 		return v
 	}
 	return def
+}
+
+// pingPostgres connects to url and runs SELECT 1, within 10 s.
+func pingPostgres(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return conn.Ping(ctx)
+}
+
+// redactURL hides the password of a Postgres URL for the log.
+func redactURL(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = neturl.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
