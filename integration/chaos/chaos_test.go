@@ -292,3 +292,20 @@ func TestCommitBegan(t *testing.T) {
 	require.Equal(t, int64(1796136795971147188-6016020290), commitBegan(f).UnixNano())
 	require.True(t, commitBegan([]string{"COMMIT", "1", "2", "3"}).IsZero())
 }
+
+func TestOnlyCompleting(t *testing.T) {
+	for _, tc := range []struct {
+		open       []string
+		completing int
+		want       bool
+	}{
+		{nil, 0, false},
+		{[]string{"transaction g:w1 is PrepareCommit"}, 1, true},
+		{[]string{"transaction g:w1 is PrepareAbort", "out[2]: last stable offset 5 < high watermark 9"}, 1, true},
+		{[]string{"transaction g:w1 is PrepareCommit", "transaction g:w2 is Ongoing"}, 1, false},
+		{[]string{"out[2]: last stable offset 5 < high watermark 9"}, 0, false},
+		{[]string{"transaction g:w1 is PrepareEpochFence"}, 0, false},
+	} {
+		require.Equal(t, tc.want, onlyCompleting(tc.open, tc.completing), "%v", tc.open)
+	}
+}

@@ -68,7 +68,7 @@ func (r *Run) check(ctx context.Context, res *Result) {
 		}
 	}
 	r.checkVPAcks(ctx)
-	open, err := r.openTxns(ctx)
+	open, err := r.settledTxns(ctx, settleGrace)
 	if err != nil {
 		r.Fail("checking for open transactions: %v", err)
 	}
@@ -76,6 +76,57 @@ func (r *Run) check(ctx context.Context, res *Result) {
 	for _, o := range open {
 		r.Note("open: %s", o)
 	}
+}
+
+// settleGrace bounds the wait for transactions whose outcome is decided
+// but whose markers the coordinator is still writing.
+const settleGrace = 30 * time.Second
+
+// settledTxns is openTxns once the coordinators finished what they had
+// decided. A transaction in PrepareCommit or PrepareAbort has its outcome
+// written to the transaction log; its coordinator is still writing the
+// markers (after a broker kill, to a partition leader that is just back) and
+// completes them on its own. Until it has, the state is listed and a
+// partition's last stable offset may stay below its high watermark, so this
+// polls for up to grace while everything open is of that kind. An Ongoing
+// transaction after the workers stopped is open for good (only its timeout
+// would end it): it is reported at once.
+func (r *Run) settledTxns(ctx context.Context, grace time.Duration) ([]string, error) {
+	start := time.Now()
+	for {
+		open, completing, err := r.openTxns(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(open) == 0 {
+			if waited := time.Since(start); waited > time.Second {
+				r.Note("open transactions: none once the coordinators had written the markers of decided transactions, %v after the workers stopped", waited.Round(100*time.Millisecond))
+			}
+			return nil, nil
+		}
+		if !onlyCompleting(open, completing) || time.Since(start) >= grace {
+			return open, nil
+		}
+		select {
+		case <-ctx.Done():
+			return open, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// onlyCompleting: some transactions are completing, and everything else
+// open is a partition whose last stable offset lags (which they explain).
+func onlyCompleting(open []string, completing int) bool {
+	if completing == 0 {
+		return false
+	}
+	for _, o := range open {
+		if strings.HasPrefix(o, "transaction ") && !strings.HasSuffix(o, " is PrepareCommit") && !strings.HasSuffix(o, " is PrepareAbort") {
+			return false
+		}
+	}
+	return true
 }
 
 // KafkaReport is the Kafka-mode verifier: the input and the output read to
@@ -150,19 +201,22 @@ func CompareRows(inputs []verify.Source, topic, table string, rows []RowSource) 
 
 // openTxns lists what is left open: transactions of the cell's group that
 // are not complete, and partitions of its topics whose last stable offset
-// is below the high watermark.
-func (r *Run) openTxns(ctx context.Context) ([]string, error) {
-	var open []string
+// is below the high watermark. completing counts the transactions among
+// them whose outcome is decided (PrepareCommit, PrepareAbort).
+func (r *Run) openTxns(ctx context.Context) (open []string, completing int, err error) {
 	txns, err := r.adm.ListTransactions(ctx, nil, nil)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, t := range txns.Sorted() {
 		if !strings.HasPrefix(t.TxnID, r.group+":") {
 			continue
 		}
 		switch t.State {
-		case "Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence":
+		case "PrepareCommit", "PrepareAbort":
+			completing++
+			fallthrough
+		case "Ongoing", "PrepareEpochFence":
 			open = append(open, fmt.Sprintf("transaction %s is %s", t.TxnID, t.State))
 		}
 	}
@@ -175,14 +229,14 @@ func (r *Run) openTxns(ctx context.Context) ([]string, error) {
 		err = hw.Error()
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	lso, err := r.adm.ListCommittedOffsets(ctx, topics...)
 	if err == nil {
 		err = lso.Error()
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	hw.Each(func(h kadm.ListedOffset) {
 		if l, ok := lso.Lookup(h.Topic, h.Partition); ok && l.Offset < h.Offset {
@@ -194,14 +248,14 @@ func (r *Run) openTxns(ctx context.Context) ([]string, error) {
 		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name LIKE $1 AND application_name <> $2 AND state LIKE 'idle in transaction%'`,
 			"chaos-"+r.Cfg.RunID+"-%", "chaos-"+r.Cfg.RunID+"-driver").Scan(&n); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if n > 0 {
 			open = append(open, fmt.Sprintf("%d Postgres sessions of the workers idle in transaction", n))
 		}
 	}
 	sort.Strings(open)
-	return open, nil
+	return open, completing, nil
 }
 
 // Percentile is the p-th percentile (0..100, nearest rank) of ds.
