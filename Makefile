@@ -117,8 +117,8 @@ chaos:
 	trap 'exit 1' INT TERM HUP; \
 	EXACTLY_STATE=$(CHAOS_STATE) $(CURDIR)/scripts/pg.sh up >/dev/null; \
 	read -ra flags <<<"$$CHAOS_FLAGS" || true; \
-	EXACTLY_PG_URL='$(EXACTLY_PG_URL)' EXACTLY_CHAOS_STATE='$(CHAOS_STATE)' \
-		$(GO) run ./integration/chaos/driver "$${flags[@]}"
+	mkdir -p $(CHAOS_STATE) && $(GO) build -o $(CHAOS_STATE)/driver ./integration/chaos/driver; \
+	EXACTLY_PG_URL='$(EXACTLY_PG_URL)' EXACTLY_CHAOS_STATE='$(CHAOS_STATE)' $(CHAOS_STATE)/driver "$${flags[@]}"
 
 # The availability measurement (integration/availability, docs/RELIABILITY.md):
 # worker processes on its own 3-node cluster (AVAILABILITY_PORT_BASE: brokers
