@@ -103,9 +103,10 @@ bench-go:
 # on its own 3-node cluster (EXACTLY_CHAOS_PORT_BASE 9392: brokers 9492-9494,
 # controllers 9592-9594, state EXACTLY_CHAOS_STATE), one per Kafka version of
 # -versions (default 4.1.2,4.4.0) in turn, each stopped after its cells.
-# Postgres mode uses the schema "chaos" of EXACTLY_PG_URL; the target starts
-# Postgres if it is stopped (scripts/pg.sh up, which installs it if missing) and
-# stops it at the end only if it started it. The last line is the summary.
+# Postgres mode uses the schema "chaos" of EXACTLY_PG_URL; when that is the
+# machine's own server (127.0.0.1:5432) and CHAOS_FLAGS has no -pg=, the target
+# starts it if it is stopped (scripts/pg.sh up, root, installs it if missing)
+# and stops it at the end only if it started it. The last line is the summary.
 # CHAOS_FLAGS is passed to the driver as written, split on spaces (no shell or
 # make quoting needed): make chaos CHAOS_FLAGS='-cells ^(pg-)?zombie$ -versions 4.4.0'
 CHAOS_FLAGS ?=
@@ -115,8 +116,9 @@ CHAOS_STATE ?= $(or $(EXACTLY_CHAOS_STATE),/tmp/exactly-chaos)
 chaos:
 	@trap 'EXACTLY_STATE=$(CHAOS_STATE) $(CURDIR)/scripts/pg.sh down >/dev/null 2>&1 || true' EXIT; \
 	trap 'exit 1' INT TERM HUP; \
-	EXACTLY_STATE=$(CHAOS_STATE) $(CURDIR)/scripts/pg.sh up >/dev/null; \
 	read -ra flags <<<"$$CHAOS_FLAGS" || true; \
+	if [[ '$(EXACTLY_PG_URL)' == *@127.0.0.1:5432/* && " $$CHAOS_FLAGS " != *" -pg="* ]]; then \
+		EXACTLY_STATE=$(CHAOS_STATE) $(CURDIR)/scripts/pg.sh up >/dev/null; fi; \
 	mkdir -p $(CHAOS_STATE) && $(GO) build -o $(CHAOS_STATE)/driver ./integration/chaos/driver; \
 	EXACTLY_PG_URL='$(EXACTLY_PG_URL)' EXACTLY_CHAOS_STATE='$(CHAOS_STATE)' $(CHAOS_STATE)/driver "$${flags[@]}"
 

@@ -305,6 +305,7 @@ func TestOnlyCompleting(t *testing.T) {
 		{[]string{"transaction g:w1 is PrepareCommit", "transaction g:w2 is Ongoing"}, 1, false},
 		{[]string{"out[2]: last stable offset 5 < high watermark 9"}, 0, false},
 		{[]string{"transaction g:w1 is PrepareEpochFence"}, 0, false},
+		{[]string{"transaction g:w1 is PrepareCommit", "2 Postgres sessions of the workers idle in transaction"}, 1, false},
 	} {
 		require.Equal(t, tc.want, onlyCompleting(tc.open, tc.completing), "%v", tc.open)
 	}

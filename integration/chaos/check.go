@@ -122,7 +122,10 @@ func onlyCompleting(open []string, completing int) bool {
 		return false
 	}
 	for _, o := range open {
-		if strings.HasPrefix(o, "transaction ") && !strings.HasSuffix(o, " is PrepareCommit") && !strings.HasSuffix(o, " is PrepareAbort") {
+		switch {
+		case strings.HasSuffix(o, " is PrepareCommit"), strings.HasSuffix(o, " is PrepareAbort"):
+		case strings.Contains(o, ": last stable offset "):
+		default: // an Ongoing transaction, a Postgres session idle in transaction
 			return false
 		}
 	}

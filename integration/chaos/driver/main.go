@@ -15,7 +15,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	neturl "net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -68,6 +67,14 @@ func run() int {
 		logf("%v", err)
 		return 1
 	}
+	// Two drivers on one state dir and port base would share, and stop,
+	// each other's cluster.
+	unlock, err := lockState(*state)
+	if err != nil {
+		logf("%v", err)
+		return 2
+	}
+	defer unlock()
 	bin := filepath.Join(dir, "worker")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./integration/chaos/worker")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
@@ -127,7 +134,7 @@ func run() int {
 	if needPG {
 		// Every Postgres cell would fail its setup one by one; say it once, now.
 		if err := pingPostgres(ctx, *pgURL); err != nil {
-			logf("Postgres at %s is not reachable: %v; start it (`make pg-up`, or run the suite with `make chaos`, which starts it), or skip the Postgres cells with -pg ''", redactURL(*pgURL), err)
+			logf("Postgres at %s is not reachable: %v; start it (`make pg-up` starts the machine's own), point -pg (EXACTLY_PG_URL) at a running server, or skip the Postgres cells with -pg=", redactURL(*pgURL), err)
 			return 2
 		}
 	}
@@ -248,14 +255,30 @@ func pingPostgres(ctx context.Context, url string) error {
 	return conn.Ping(ctx)
 }
 
-// redactURL hides the password of a Postgres URL for the log.
+// redactURL names the Postgres server of a URL or key=value DSN without
+// its password.
 func redactURL(raw string) string {
-	u, err := neturl.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return "(an unparsable Postgres URL)"
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = neturl.UserPassword(u.User.Username(), "xxxxx")
+	return fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
+}
+
+// lockState takes an exclusive lock on state/driver.lock for the run, or
+// says which process holds it.
+func lockState(state string) (unlock func(), err error) {
+	path := filepath.Join(state, "driver.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
 	}
-	return u.String()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		return nil, fmt.Errorf("another chaos run (pid %s) uses %s and its cluster: wait for it to end, or give this one its own -state and -port-base", strings.TrimSpace(string(holder)), state)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
 }
