@@ -1,4 +1,4 @@
-package verify
+package verify_test
 
 import (
 	"context"
@@ -6,22 +6,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/internal/verify"
 )
 
 // A read that an open transaction keeps from its end names the transaction.
 func TestTimedOutReadNamesTheOpenTransaction(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "out"))
-	require.NoError(t, err)
-	defer c.Close()
+	_, brokers := testkit.Cluster(t, 1, "out")
 	ctx := context.Background()
-	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-
-	plain, err := kgo.NewClient(opts...)
-	require.NoError(t, err)
-	defer plain.Close()
-	require.NoError(t, plain.ProduceSync(ctx, &kgo.Record{Topic: "out", Value: []byte("committed")}).FirstErr())
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	testkit.Produce(t, brokers, "out", 1)
 
 	tx, err := kgo.NewClient(append(opts, kgo.TransactionalID("stuck-txn"), kgo.TransactionTimeout(time.Minute))...)
 	require.NoError(t, err)
@@ -29,7 +25,7 @@ func TestTimedOutReadNamesTheOpenTransaction(t *testing.T) {
 	require.NoError(t, tx.BeginTransaction())
 	require.NoError(t, tx.ProduceSync(ctx, &kgo.Record{Topic: "out", Value: []byte("open")}).FirstErr())
 
-	_, err = ReadAll(ctx, opts, "out", 2*time.Second)
+	_, err = verify.ReadAll(ctx, opts, "out", 2*time.Second)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "an open transaction may pin the last stable offset")
 	require.Contains(t, err.Error(), "open: stuck-txn Ongoing")
