@@ -42,33 +42,10 @@ var plants = []plant{
 // (KafkaReport, read_committed) doctored outputs on an in-process cluster:
 // a planted duplicate, gap and reorder must each fail the cell.
 func TestCheckCatchesPlantedKafka(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "out-exact", "out-duplicate", "out-gap", "out-reorder"))
-	require.NoError(t, err)
-	defer c.Close()
-	brokers := c.ListenAddrs()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	require.NoError(t, err)
-	defer cl.Close()
-	var in []*kgo.Record
-	for i := range 10 {
-		in = append(in, &kgo.Record{Topic: "in", Partition: 0, Value: []byte(strconv.Itoa(i))})
-	}
-	require.NoError(t, cl.ProduceSync(ctx, in...).FirstErr())
-	produced := in // ProduceSync fills in each record's partition and offset
-	order := make([]int, len(produced))
-	for i := range order {
-		order[i] = i
-	}
+	ctx, brokers, produceDoctored := plantedKafka(t, plants)
 	for _, pl := range plants {
 		t.Run(pl.name, func(t *testing.T) {
-			out := "out-" + pl.name
-			var rs []*kgo.Record
-			for _, i := range pl.doctor(order) {
-				rs = append(rs, &kgo.Record{Topic: out, Value: produced[i].Value, Headers: kafkasink.AppendSourceHeaders(nil, produced[i])})
-			}
-			require.NoError(t, cl.ProduceSync(ctx, rs...).FirstErr())
+			out, _ := produceDoctored(t, pl)
 			rep, err := KafkaReport(ctx, brokers, "in", out)
 			require.NoError(t, err)
 			var r Result
@@ -308,5 +285,44 @@ func TestOnlyCompleting(t *testing.T) {
 		{[]string{"transaction g:w1 is PrepareCommit", "2 Postgres sessions of the workers idle in transaction"}, 1, false},
 	} {
 		require.Equal(t, tc.want, onlyCompleting(tc.open, tc.completing), "%v", tc.open)
+	}
+}
+
+// plantedKafka starts an in-process cluster with the topic "in" (10 records
+// of partition 0) and an output topic "out-<name>" per plant, and returns
+// produceDoctored, which writes a plant's doctored copy of the input (each
+// record naming its source in its headers) and returns the output topic and
+// how many records it wrote.
+func plantedKafka(t *testing.T, pls []plant) (ctx context.Context, brokers []string, produceDoctored func(*testing.T, plant) (string, int)) {
+	topics := []string{"in"}
+	for _, pl := range pls {
+		topics = append(topics, "out-"+pl.name)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topics...))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	brokers = c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	var in []*kgo.Record
+	for i := range 10 {
+		in = append(in, &kgo.Record{Topic: "in", Partition: 0, Value: []byte(strconv.Itoa(i))})
+	}
+	require.NoError(t, cl.ProduceSync(ctx, in...).FirstErr()) // fills in each record's partition and offset
+	order := make([]int, len(in))
+	for i := range order {
+		order[i] = i
+	}
+	return ctx, brokers, func(t *testing.T, pl plant) (string, int) {
+		out := "out-" + pl.name
+		var rs []*kgo.Record
+		for _, i := range pl.doctor(order) {
+			rs = append(rs, &kgo.Record{Topic: out, Value: in[i].Value, Headers: kafkasink.AppendSourceHeaders(nil, in[i])})
+		}
+		require.NoError(t, cl.ProduceSync(ctx, rs...).FirstErr())
+		return out, len(rs)
 	}
 }

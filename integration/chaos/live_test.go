@@ -12,10 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/exactlyonce/exactly/sinks/kafkasink"
 )
 
 // livePlants are doctored outputs for the concurrent verifier, with the
@@ -40,37 +37,18 @@ var livePlants = []struct {
 // cluster: a planted duplicate, gap and reorder each raise exactly one
 // violation naming it; the exact output and a not yet committed tail none.
 func TestLiveCatchesPlantedKafka(t *testing.T) {
-	topics := []string{"in"}
-	for _, pl := range livePlants {
-		topics = append(topics, "out-"+pl.name)
+	var pls []plant
+	for _, lp := range livePlants {
+		pls = append(pls, lp.plant)
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topics...))
-	require.NoError(t, err)
-	defer c.Close()
-	brokers := c.ListenAddrs()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx, brokers, produceDoctored := plantedKafka(t, pls)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	require.NoError(t, err)
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	var in []*kgo.Record
-	for i := range 10 {
-		in = append(in, &kgo.Record{Topic: "in", Partition: 0, Value: []byte(strconv.Itoa(i))})
-	}
-	require.NoError(t, cl.ProduceSync(ctx, in...).FirstErr())
-	order := make([]int, len(in))
-	for i := range order {
-		order[i] = i
-	}
 	for _, pl := range livePlants {
 		t.Run(pl.name, func(t *testing.T) {
-			out := "out-" + pl.name
-			var rs []*kgo.Record
-			for _, i := range pl.doctor(order) {
-				rs = append(rs, &kgo.Record{Topic: out, Value: in[i].Value, Headers: kafkasink.AppendSourceHeaders(nil, in[i])})
-			}
-			require.NoError(t, cl.ProduceSync(ctx, rs...).FirstErr())
+			out, n := produceDoctored(t, pl.plant)
 			var got []string
 			committed := func(context.Context) (map[int32]int64, error) { return map[int32]int64{0: pl.committed}, nil }
 			k, err := newKafkaPrefix(brokers, "in", out, adm, committed, func(s string) { got = append(got, s) })
@@ -80,7 +58,7 @@ func TestLiveCatchesPlantedKafka(t *testing.T) {
 			require.NoError(t, k.tick(ctx))
 			require.NoError(t, k.tick(ctx))
 			require.Zero(t, k.pendingSnapshots())
-			require.Equal(t, len(rs), k.read, "every output record read")
+			require.Equal(t, n, k.read, "every output record read")
 			if pl.want == "" {
 				require.Empty(t, got)
 				return
@@ -90,7 +68,7 @@ func TestLiveCatchesPlantedKafka(t *testing.T) {
 			// Reading on finds nothing new: each record is read once.
 			require.NoError(t, k.tick(ctx))
 			require.Len(t, got, 1, "%v", got)
-			require.Equal(t, len(rs), k.read)
+			require.Equal(t, n, k.read)
 		})
 	}
 }
