@@ -162,6 +162,19 @@ with_lock() {
 	) 9>"$CACHE_DIR/.lock"
 }
 
+# maven_copy POM OUTDIR WHAT: Maven copies the artifacts POM names for Kafka
+# $KAFKA_VERSION into OUTDIR, logging to mvn.log beside it; on failure the
+# script dies with the log's tail, naming WHAT.
+maven_copy() {
+	local pom=$1 out=$2 what=$3 home
+	home="$(dirname "$out")"
+	if ! (cd "$home" && mvn -B -q -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+		-Dkafka.version="$KAFKA_VERSION" -DoutputDirectory="$out" >"$home/mvn.log" 2>&1); then
+		tail -n 40 "$home/mvn.log" >&2 || true
+		die "maven could not fetch $what $KAFKA_VERSION (log: $home/mvn.log)"
+	fi
+}
+
 fetch_jars_locked() {
 	if [[ -f $LIBS_MARKER && -f $LIBS/kafka_2.13-$KAFKA_VERSION.jar ]]; then
 		return 0
@@ -170,12 +183,7 @@ fetch_jars_locked() {
 	local t0=$SECONDS tmp="$KAFKA_HOME/libs.tmp"
 	rm -rf "$tmp" "$LIBS" "$LIBS_MARKER"
 	mkdir -p "$KAFKA_HOME"
-	if ! (cd "$KAFKA_HOME" && mvn -B -q -Dstyle.color=never -f "$SCRIPT_DIR/kafka/pom.xml" \
-		dependency:copy-dependencies \
-		-Dkafka.version="$KAFKA_VERSION" -DoutputDirectory="$tmp" >"$KAFKA_HOME/mvn.log" 2>&1); then
-		tail -n 40 "$KAFKA_HOME/mvn.log" >&2 || true
-		die "maven could not fetch Kafka $KAFKA_VERSION (log: $KAFKA_HOME/mvn.log)"
-	fi
+	maven_copy "$SCRIPT_DIR/kafka/pom.xml" "$tmp" Kafka
 	[[ -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after download"
 	mv "$tmp" "$LIBS"
 	printf '%s\n' "$KAFKA_VERSION" >"$LIBS_MARKER"
@@ -195,12 +203,7 @@ fetch_tools_locked() {
 	tmp="$home/libs.tmp"
 	rm -rf "$tmp" "$TOOLS_LIBS"
 	mkdir -p "$home"
-	if ! (cd "$home" && mvn -B -q -Dstyle.color=never -f "$SCRIPT_DIR/kafka/tools-pom.xml" \
-		dependency:copy-dependencies \
-		-Dkafka.version="$KAFKA_VERSION" -DoutputDirectory="$tmp" >"$home/mvn.log" 2>&1); then
-		tail -n 40 "$home/mvn.log" >&2 || true
-		die "maven could not fetch kafka-tools $KAFKA_VERSION (log: $home/mvn.log)"
-	fi
+	maven_copy "$SCRIPT_DIR/kafka/tools-pom.xml" "$tmp" kafka-tools
 	[[ -f $tmp/kafka-tools-$KAFKA_VERSION.jar ]] || die "kafka-tools-$KAFKA_VERSION.jar missing after download"
 	cp "$SCRIPT_DIR/kafka/tools-log4j2.properties" "$tmp/log4j2.properties"
 	printf '%s\n' "$KAFKA_VERSION" >"$tmp/.complete"
