@@ -271,20 +271,27 @@ func TestCommitBegan(t *testing.T) {
 }
 
 func TestOnlyCompleting(t *testing.T) {
+	const (
+		prepCommit = "transaction g:w1 is PrepareCommit"
+		prepAbort  = "transaction g:w1 is PrepareAbort"
+		ongoing    = "transaction g:w2 is Ongoing"
+		epochFence = "transaction g:w1 is PrepareEpochFence"
+		lag        = "out[2]: last stable offset 5 < high watermark 9"
+		pgIdle     = "2 Postgres sessions of the workers idle in transaction"
+	)
 	for _, tc := range []struct {
-		open       []string
-		completing int
-		want       bool
+		o    openSet
+		want bool
 	}{
-		{nil, 0, false},
-		{[]string{"transaction g:w1 is PrepareCommit"}, 1, true},
-		{[]string{"transaction g:w1 is PrepareAbort", "out[2]: last stable offset 5 < high watermark 9"}, 1, true},
-		{[]string{"transaction g:w1 is PrepareCommit", "transaction g:w2 is Ongoing"}, 1, false},
-		{[]string{"out[2]: last stable offset 5 < high watermark 9"}, 0, false},
-		{[]string{"transaction g:w1 is PrepareEpochFence"}, 0, false},
-		{[]string{"transaction g:w1 is PrepareCommit", "2 Postgres sessions of the workers idle in transaction"}, 1, false},
+		{openSet{}, false},
+		{openSet{lines: []string{prepCommit}, completing: 1}, true},
+		{openSet{lines: []string{prepAbort, lag}, completing: 1, lsoLag: 1}, true},
+		{openSet{lines: []string{prepCommit, ongoing}, completing: 1}, false},
+		{openSet{lines: []string{lag}, lsoLag: 1}, false},
+		{openSet{lines: []string{epochFence}}, false},
+		{openSet{lines: []string{prepCommit, pgIdle}, completing: 1}, false},
 	} {
-		require.Equal(t, tc.want, onlyCompleting(tc.open, tc.completing), "%v", tc.open)
+		require.Equal(t, tc.want, tc.o.onlyCompleting(), "%v", tc.o.lines)
 	}
 }
 

@@ -94,17 +94,18 @@ const settleGrace = 30 * time.Second
 func (r *Run) settledTxns(ctx context.Context, grace time.Duration) ([]string, error) {
 	start := time.Now()
 	for {
-		open, completing, err := r.openTxns(ctx)
+		o, err := r.openTxns(ctx)
 		if err != nil {
 			return nil, err
 		}
+		open := o.lines
 		if len(open) == 0 {
 			if waited := time.Since(start); waited > time.Second {
 				r.Note("open transactions: none once the coordinators had written the markers of decided transactions, %v after the workers stopped", waited.Round(100*time.Millisecond))
 			}
 			return nil, nil
 		}
-		if !onlyCompleting(open, completing) || time.Since(start) >= grace {
+		if !o.onlyCompleting() || time.Since(start) >= grace {
 			return open, nil
 		}
 		select {
@@ -115,21 +116,18 @@ func (r *Run) settledTxns(ctx context.Context, grace time.Duration) ([]string, e
 	}
 }
 
+// openSet is what openTxns found left open: a line for each, and how many
+// of them are transactions whose outcome is decided (PrepareCommit,
+// PrepareAbort) and partitions whose last stable offset lags.
+type openSet struct {
+	lines              []string
+	completing, lsoLag int
+}
+
 // onlyCompleting: some transactions are completing, and everything else
 // open is a partition whose last stable offset lags (which they explain).
-func onlyCompleting(open []string, completing int) bool {
-	if completing == 0 {
-		return false
-	}
-	for _, o := range open {
-		switch {
-		case strings.HasSuffix(o, " is PrepareCommit"), strings.HasSuffix(o, " is PrepareAbort"):
-		case strings.Contains(o, ": last stable offset "):
-		default: // an Ongoing transaction, a Postgres session idle in transaction
-			return false
-		}
-	}
-	return true
+func (o openSet) onlyCompleting() bool {
+	return o.completing > 0 && o.completing+o.lsoLag == len(o.lines)
 }
 
 // KafkaReport is the Kafka-mode verifier: the input and the output read to
@@ -204,12 +202,13 @@ func CompareRows(inputs []verify.Source, topic, table string, rows []RowSource) 
 
 // openTxns lists what is left open: transactions of the cell's group that
 // are not complete, and partitions of its topics whose last stable offset
-// is below the high watermark. completing counts the transactions among
-// them whose outcome is decided (PrepareCommit, PrepareAbort).
-func (r *Run) openTxns(ctx context.Context) (open []string, completing int, err error) {
+// is below the high watermark (and, in Postgres mode, worker sessions idle
+// in transaction).
+func (r *Run) openTxns(ctx context.Context) (openSet, error) {
+	var o openSet
 	txns, err := r.adm.ListTransactions(ctx, nil, nil)
 	if err != nil {
-		return nil, 0, err
+		return openSet{}, err
 	}
 	for _, t := range txns.Sorted() {
 		if !strings.HasPrefix(t.TxnID, r.group+":") {
@@ -217,10 +216,10 @@ func (r *Run) openTxns(ctx context.Context) (open []string, completing int, err 
 		}
 		switch t.State {
 		case "PrepareCommit", "PrepareAbort":
-			completing++
+			o.completing++
 			fallthrough
 		case "Ongoing", "PrepareEpochFence":
-			open = append(open, fmt.Sprintf("transaction %s is %s", t.TxnID, t.State))
+			o.lines = append(o.lines, fmt.Sprintf("transaction %s is %s", t.TxnID, t.State))
 		}
 	}
 	topics := []string{r.in}
@@ -232,18 +231,19 @@ func (r *Run) openTxns(ctx context.Context) (open []string, completing int, err 
 		err = hw.Error()
 	}
 	if err != nil {
-		return nil, 0, err
+		return openSet{}, err
 	}
 	lso, err := r.adm.ListCommittedOffsets(ctx, topics...)
 	if err == nil {
 		err = lso.Error()
 	}
 	if err != nil {
-		return nil, 0, err
+		return openSet{}, err
 	}
 	hw.Each(func(h kadm.ListedOffset) {
 		if l, ok := lso.Lookup(h.Topic, h.Partition); ok && l.Offset < h.Offset {
-			open = append(open, fmt.Sprintf("%s[%d]: last stable offset %d < high watermark %d", h.Topic, h.Partition, l.Offset, h.Offset))
+			o.lsoLag++
+			o.lines = append(o.lines, fmt.Sprintf("%s[%d]: last stable offset %d < high watermark %d", h.Topic, h.Partition, l.Offset, h.Offset))
 		}
 	})
 	if r.pool != nil {
@@ -251,14 +251,14 @@ func (r *Run) openTxns(ctx context.Context) (open []string, completing int, err 
 		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name LIKE $1 AND application_name <> $2 AND state LIKE 'idle in transaction%'`,
 			"chaos-"+r.Cfg.RunID+"-%", "chaos-"+r.Cfg.RunID+"-driver").Scan(&n); err != nil {
-			return nil, 0, err
+			return openSet{}, err
 		}
 		if n > 0 {
-			open = append(open, fmt.Sprintf("%d Postgres sessions of the workers idle in transaction", n))
+			o.lines = append(o.lines, fmt.Sprintf("%d Postgres sessions of the workers idle in transaction", n))
 		}
 	}
-	sort.Strings(open)
-	return open, completing, nil
+	sort.Strings(o.lines)
+	return o, nil
 }
 
 // Percentile is the p-th percentile (0..100, nearest rank) of ds.

@@ -455,16 +455,7 @@ func (r *Run) Committed(ctx context.Context) (map[int32]int64, error) {
 }
 
 func (r *Run) inputEnds(ctx context.Context) (map[int32]int64, error) {
-	ends, err := r.adm.ListEndOffsets(ctx, r.in)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := map[int32]int64{}
-	ends.Each(func(lo kadm.ListedOffset) { out[lo.Partition] = lo.Offset })
-	return out, nil
+	return listed(r.adm.ListEndOffsets(ctx, r.in))
 }
 
 // drained: every input partition committed to its end.
