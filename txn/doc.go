@@ -12,7 +12,10 @@
 //     unexpected broker error — the session discards its client and opens a
 //     fresh one with the same transactional id instead of retrying in place,
 //     so a delayed request of the old producer cannot land in a later
-//     transaction (KAFKA-17754, KIP-890).
+//     transaction (KAFKA-17754, KIP-890). A re-opened session fences too,
+//     but joins the group while a slow fence waits for the coordinator
+//     (after a broker failure, seconds) instead of after it; its producer
+//     begins only once the fence returned.
 //
 // Errors are the framework's vocabulary of package sinks, classified by
 // sinks.IsFatal (fenced, unauthorized: stop) and sinks.IsRetryable (aborted,

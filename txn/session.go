@@ -58,7 +58,10 @@ type Config struct {
 //     throws its client away and opens a new one (fencing again) instead of
 //     reusing a producer that may have a delayed request in flight
 //     (KAFKA-17754, KIP-890). End then returns an error wrapping
-//     [sinks.ErrOutcomeUnknown].
+//     [sinks.ErrOutcomeUnknown]. The new client fences too; when that fence
+//     waits for a busy coordinator (after a broker failure), the new client
+//     joins the group meanwhile and begins its first transaction only after
+//     the fence returned.
 //
 // A Session is not safe for concurrent use, except that Produce may be called
 // from many goroutines between Begin and End.
@@ -70,6 +73,85 @@ type Session struct {
 	closed bool
 	fenced bool
 	begun  time.Time // when the open transaction began
+	// fencing is the fence of a re-opened session that was still in flight
+	// when its client was created (see overlapAfter); nil once it
+	// succeeded. Begin and Committed wait for it, Poll reports its failure.
+	fencing *fencing
+}
+
+// overlapAfter is how long a re-opening session waits for its fence before
+// it creates its new client anyway, so that the group join (JoinGroup,
+// SyncGroup, the offset fetch) overlaps the rest of the fence instead of
+// following it.
+//
+// A fence answers in milliseconds unless the transaction coordinator is
+// busy: after a broker failure it first completes the transaction of the
+// previous epoch, whose markers (acks=all) wait until the controller has
+// fenced the dead broker — seconds. Joining after the fence added the
+// join's seconds (three static members rejoining at once) to that wait.
+// A fast fence still comes first: a join that overtakes it finds the
+// offsets of the aborted transaction pending, and franz-go retries such an
+// offset fetch only after a fixed second.
+//
+// The new client's own producer is initialized only at Begin, which waits
+// for the fence: an InitProducerID of the new producer before the fence's
+// would be fenced by it.
+const overlapAfter = 300 * time.Millisecond
+
+// fencing is a fence running in its own goroutine.
+type fencing struct {
+	done   chan struct{} // closed once err is set
+	err    error
+	failed context.Context // canceled when the fence failed
+	stop   context.CancelFunc
+}
+
+// startFence starts fencing s's transactional id. The fence does not end
+// with ctx (a re-open may be asked for with a context that ends sooner than
+// the coordinator answers); stopFence or the session's Close ends it.
+func (s *Session) startFence(ctx context.Context) *fencing {
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	failed, fail := context.WithCancel(context.Background())
+	f := &fencing{done: make(chan struct{}), failed: failed}
+	f.stop = func() { stop(); <-f.done; fail() }
+	go func() {
+		defer close(f.done)
+		f.err = Fence(fctx, s.cfg.ClientOpts, s.cfg.TransactionalID)
+		if f.err != nil {
+			fail()
+		}
+	}()
+	return f
+}
+
+// fenceResult settles s.fencing once it is done: on failure the session's
+// client is discarded (nothing polled by it is processed, so the next one
+// resumes from the committed offsets) and the fence's error returned. With
+// wait it waits for the fence while ctx allows.
+func (s *Session) fenceResult(ctx context.Context, wait bool) error {
+	f := s.fencing
+	if f == nil {
+		return nil
+	}
+	if wait {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return fmt.Errorf("txn: waiting for the fence of transactional id %q: %w", s.cfg.TransactionalID, ctx.Err())
+		}
+	}
+	select {
+	case <-f.done:
+	default:
+		return nil
+	}
+	s.fencing = nil
+	f.stop()
+	if f.err != nil {
+		s.discard()
+		return f.err
+	}
+	return nil
 }
 
 // MetadataMinAge is the shortest time between two metadata refreshes of
@@ -134,16 +216,43 @@ func Open(ctx context.Context, cfg Config) (*Session, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Session{cfg: cfg, log: log}
-	if err := s.open(ctx); err != nil {
+	if err := s.open(ctx, false); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Session) open(ctx context.Context) error {
+// open fences the transactional id and creates the session's client. The
+// first open (overlap false) waits for the fence, so Open reports a broker
+// or authorization problem itself. A re-open (overlap true) creates the
+// client once the fence has taken overlapAfter, leaving the fence running.
+func (s *Session) open(ctx context.Context, overlap bool) error {
 	start := time.Now()
-	if err := Fence(ctx, s.cfg.ClientOpts, s.cfg.TransactionalID); err != nil {
-		return err
+	f := s.startFence(ctx)
+	var after <-chan time.Time
+	if overlap {
+		t := time.NewTimer(overlapAfter)
+		defer t.Stop()
+		after = t.C
+	}
+	select {
+	case <-f.done:
+	case <-after:
+	case <-ctx.Done():
+		f.stop()
+		if f.err != nil && !errors.Is(f.err, context.Canceled) {
+			return f.err
+		}
+		return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", s.cfg.TransactionalID, ctx.Err())
+	}
+	select {
+	case <-f.done:
+		f.stop()
+		if f.err != nil {
+			return f.err
+		}
+		f = nil
+	default:
 	}
 	fenced := time.Since(start)
 	opts := withDefaults(s.cfg.ClientOpts)
@@ -151,10 +260,19 @@ func (s *Session) open(ctx context.Context) error {
 	opts = append(opts, kgo.TransactionalID(s.cfg.TransactionalID))
 	gts, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
+		if f != nil {
+			f.stop()
+		}
 		return fmt.Errorf("txn: creating the transactional client: %w", err)
 	}
 	s.gts = gts
-	s.log.Debug("transactional session open", "transactional_id", s.cfg.TransactionalID, "fence", fenced)
+	s.fencing = f
+	if f != nil {
+		s.log.Debug("transactional session open; the fence is still waiting for the coordinator, the group join goes on meanwhile",
+			"transactional_id", s.cfg.TransactionalID, "waited", fenced)
+	} else {
+		s.log.Debug("transactional session open", "transactional_id", s.cfg.TransactionalID, "fence", fenced)
+	}
 	return nil
 }
 
@@ -186,7 +304,7 @@ func (s *Session) ensure(ctx context.Context) error {
 	if s.gts != nil {
 		return nil
 	}
-	return s.open(ctx)
+	return s.open(ctx, true)
 }
 
 // Poll polls up to max records (max <= 0: all buffered). The error is
@@ -195,7 +313,23 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	if err := s.ensure(ctx); err != nil {
 		return nil, err
 	}
-	fs := s.gts.PollRecords(ctx, max)
+	if err := s.fenceResult(ctx, false); err != nil {
+		return nil, err
+	}
+	var fs kgo.Fetches
+	if f := s.fencing; f != nil {
+		// Poll while the fence runs, and no longer than it does if it fails.
+		pctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(f.failed, cancel)
+		fs = s.gts.PollRecords(pctx, max)
+		stop()
+		cancel()
+		if err := s.fenceResult(ctx, false); err != nil {
+			return nil, err
+		}
+	} else {
+		fs = s.gts.PollRecords(ctx, max)
+	}
 	for _, fe := range fs.Errors() {
 		// kgo rejoins after FENCED_INSTANCE_ID, which would take the
 		// group slot back from the instance that replaced us: stop.
@@ -210,6 +344,14 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 // Begin begins a transaction.
 func (s *Session) Begin(ctx context.Context) error {
 	if err := s.ensure(ctx); err != nil {
+		return err
+	}
+	// The new producer's InitProducerID (in Begin) must follow the fence's.
+	if err := s.fenceResult(ctx, true); err != nil {
+		if s.gts != nil {
+			s.discard()
+			return fmt.Errorf("txn: begin: %w (session discarded; it resumes from the committed offsets)", err)
+		}
 		return err
 	}
 	if err := s.gts.Begin(); err != nil {
@@ -305,6 +447,11 @@ func (s *Session) Committed(ctx context.Context, next map[string]map[int32]int64
 		s.log.Debug("settling an unknown outcome: re-opening the session", "err", err)
 		return false, false
 	}
+	// Until the fence returns, the transaction may still be open.
+	if err := s.fenceResult(ctx, true); err != nil {
+		s.log.Debug("settling an unknown outcome: waiting for the fence", "err", err)
+		return false, false
+	}
 	cl := s.gts.Client()
 	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
 	topics := make([]string, 0, len(next))
@@ -344,7 +491,7 @@ func (s *Session) Committed(ctx context.Context, next map[string]map[int32]int64
 func (s *Session) recreate(ctx context.Context) {
 	s.discard()
 	if !s.closed && ctx.Err() == nil {
-		if rerr := s.open(ctx); rerr != nil {
+		if rerr := s.open(ctx, true); rerr != nil {
 			s.log.Warn("re-opening the session failed; will retry on next poll", "err", rerr)
 		}
 	}
@@ -424,6 +571,10 @@ func (s *Session) replaced(op string, cause error) error {
 }
 
 func (s *Session) discard() {
+	if f := s.fencing; f != nil {
+		s.fencing = nil
+		f.stop()
+	}
 	if s.gts == nil {
 		return
 	}

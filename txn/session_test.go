@@ -2,12 +2,17 @@ package txn_test
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
@@ -196,4 +201,142 @@ func TestEndPastTheTimeoutWithASuccessorInProgressIsFatal(t *testing.T) {
 	require.ErrorIs(t, err, sinks.ErrFenced)
 	require.Contains(t, err.Error(), "transaction in progress")
 	require.NoError(t, b.End(context.Background(), true), "the successor's commit")
+}
+
+// lastCommitUnknown drives s through a transaction of the records in "in"
+// whose End cannot complete (its context is gone): the outcome is unknown,
+// the session discards its client and re-opens on its next call.
+func lastCommitUnknown(t *testing.T, s *txn.Session) {
+	t.Helper()
+	rs := pollSome(t, s)
+	require.NoError(t, s.Begin(context.Background()))
+	produce(s, rs)
+	require.NoError(t, s.Flush(context.Background()))
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.End(gone, true)
+	require.ErrorIs(t, err, sinks.ErrOutcomeUnknown)
+}
+
+// heldFence holds the next InitProducerID of transactional id "g:a" (the
+// re-opened session's fence) until release is closed; it answers that one
+// and every later one with answer (nil: as the cluster would). It counts every InitProducerID of
+// "g:a" that reaches the cluster while one is held, and every JoinGroup of
+// group "g" sent while one is held.
+type heldFence struct {
+	release      chan struct{}
+	held         atomic.Bool
+	joinsHeld    chan struct{} // closed at the first JoinGroup while held
+	initsHeld    atomic.Int64
+	joinsHeldOne sync.Once
+}
+
+func holdFence(c *kfake.Cluster, answer *kerr.Error) *heldFence {
+	h := &heldFence{release: make(chan struct{}), joinsHeld: make(chan struct{})}
+	armed := true
+	c.ControlKey(kmsg.JoinGroup.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if req.(*kmsg.JoinGroupRequest).Group == "g" && h.held.Load() {
+			h.joinsHeldOne.Do(func() { close(h.joinsHeld) })
+		}
+		return nil, nil, false
+	})
+	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		r := req.(*kmsg.InitProducerIDRequest)
+		if r.TransactionalID == nil || *r.TransactionalID != "g:a" {
+			return nil, nil, false
+		}
+		if h.held.Load() {
+			h.initsHeld.Add(1)
+		}
+		if armed {
+			armed = false
+			h.held.Store(true)
+			c.SleepControl(func() { <-h.release })
+			h.held.Store(false)
+		}
+		if answer != nil {
+			resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+			resp.ErrorCode = answer.Code
+			return resp, nil, true
+		}
+		return nil, nil, false
+	})
+	return h
+}
+
+// A re-opened session whose fence waits (the coordinator is busy completing
+// the previous transaction, as after a broker failure) joins the group
+// meanwhile instead of after it, and its producer initializes only after
+// the fence: it commits, and no InitProducerID of it overtakes the fence's.
+// Before the overlap, the JoinGroup came only once the fence returned.
+func TestReopenJoinsTheGroupWhileTheFenceWaits(t *testing.T) {
+	c, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	s := open(t, brokers, "a")
+	lastCommitUnknown(t, s)
+
+	h := holdFence(c, nil)
+	polled := make(chan []*kgo.Record, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var rs []*kgo.Record
+		for len(rs) == 0 && ctx.Err() == nil {
+			fs, err := s.Poll(ctx, 100)
+			if err != nil {
+				break
+			}
+			rs = fs.Records()
+		}
+		polled <- rs
+	}()
+	select {
+	case <-h.joinsHeld:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the re-opened session did not join the group while its fence was held")
+	}
+	rs := <-polled // the offsets are stable (the lost commit sent no offsets): records come before the fence returns
+	require.Len(t, rs, 10, "the records of the unknown transaction are polled again")
+
+	began := make(chan error, 1)
+	go func() { began <- s.Begin(context.Background()) }()
+	close(h.release)
+	require.NoError(t, <-began)
+	require.Zero(t, h.initsHeld.Load(), "an InitProducerID of the new producer overtook the fence's")
+	produce(s, rs)
+	require.NoError(t, s.End(context.Background(), true), "the new producer was not fenced by the fence")
+	testkit.Verify(t, brokers, "in", "out")
+}
+
+// A fence that fails after the re-opened session's client was created is
+// reported by Poll at once, not when the poll's context ends, and nothing
+// polled meanwhile is processed.
+func TestReopenReportsAFailedFenceAtPoll(t *testing.T) {
+	c, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	s := open(t, brokers, "a")
+	lastCommitUnknown(t, s)
+
+	h := holdFence(c, kerr.TransactionalIDAuthorizationFailed)
+	go func() {
+		select {
+		case <-h.joinsHeld:
+		case <-time.After(30 * time.Second):
+		}
+		close(h.release)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	for err == nil {
+		_, err = s.Poll(ctx, 100)
+	}
+	require.NoError(t, ctx.Err(), "Poll waited for its context instead of reporting the fence: %v", err)
+	require.True(t, sinks.IsFatal(err), "%v", err)
+	require.ErrorIs(t, err, kerr.TransactionalIDAuthorizationFailed)
+	err = s.Begin(context.Background())
+	require.True(t, sinks.IsFatal(err), "the next call fences again: %v", err)
+	require.ErrorIs(t, err, kerr.TransactionalIDAuthorizationFailed)
 }
