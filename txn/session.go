@@ -280,20 +280,69 @@ func (s *Session) open(ctx context.Context, overlap bool) error {
 // client and closes it. The broker bumps the epoch and aborts any transaction
 // the previous holder of the id left open, so the group's stable offset
 // fetch answers at once instead of after the transaction timeout.
+//
+// While the coordinator is unreachable or busy (a broker failure), the fence
+// retries every FenceRetryBackoff at most and starts a fresh attempt every
+// fenceAttempt, so that it follows the coordinator within a fraction of a
+// second once it answers (see fenceAttempt).
 func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) error {
-	opts := append(withDefaults(clientOpts), kgo.TransactionalID(transactionalID))
+	opts := append(DefaultClientOpts(), kgo.RetryBackoffFn(fenceBackoff))
+	opts = append(opts, clientOpts...)
+	opts = append(opts, kgo.TransactionalID(transactionalID))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("txn: creating the fencing client: %w", err)
 	}
 	defer cl.Close()
-	if _, _, err := cl.ProducerID(ctx); err != nil {
-		if sinks.IsFatal(err) {
-			return classifyFatal("fencing the previous incarnation", transactionalID, err)
+	for {
+		actx, cancel := context.WithTimeout(ctx, fenceAttempt)
+		_, _, err = cl.ProducerID(actx)
+		cancel()
+		if err == nil {
+			return nil
 		}
-		return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		// The attempt ran out while the coordinator was unreachable or
+		// answered CONCURRENT_TRANSACTIONS: begin a new one. Its request
+		// follows the abandoned one on the same connection, and the broker
+		// answers a connection's requests in order.
 	}
-	return nil
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if sinks.IsFatal(err) {
+		return classifyFatal("fencing the previous incarnation", transactionalID, err)
+	}
+	return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
+}
+
+// fenceAttempt bounds one InitProducerID of Fence, retries included.
+//
+// franz-go retries an InitProducerID answered CONCURRENT_TRANSACTIONS (the
+// coordinator is still completing the previous transaction) after 20 ms, but
+// after at least 200 ms once the call is 1 s old, 500 ms at 2.5 s and 1 s at
+// 5 s. A fence that began while the coordinator's broker was down is seconds
+// old when the new coordinator takes over, so each second of its wait became a
+// second of stall. An attempt shorter than 2.5 s keeps the retries at 200 ms
+// or less.
+var fenceAttempt = 2 * time.Second
+
+// FenceRetryBackoff caps the backoff between the fence's retries of a failed
+// request (dialing a dead coordinator, a coordinator still loading). The fence
+// is one small request; the cap of the other clients (MaxRetryBackoff, 1 s)
+// made it find the new coordinator up to a second late.
+const FenceRetryBackoff = 250 * time.Millisecond
+
+// fenceBackoff is the fence client's backoff: 50 ms doubling to
+// FenceRetryBackoff, ±20% jitter.
+func fenceBackoff(fails int) time.Duration {
+	d := FenceRetryBackoff
+	if fails < 3 {
+		d = 50 * time.Millisecond << max(fails-1, 0)
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 // ensure re-opens the session after a re-creation failed to connect.
