@@ -69,3 +69,28 @@ func TestFenceBackoff(t *testing.T) {
 		require.GreaterOrEqual(t, fenceBackoff(fails), FenceRetryBackoff*4/5)
 	}
 }
+
+// A coordinator that never becomes available (here: every InitProducerID is
+// answered COORDINATOR_NOT_AVAILABLE, as when __transaction_state cannot be
+// created) is reported with the broker's answer once the fresh attempts are
+// over, not with a bare deadline.
+func TestFenceReportsACoordinatorThatNeverAnswers(t *testing.T) {
+	defer func(a, f time.Duration) { fenceAttempt, fenceFreshFor = a, f }(fenceAttempt, fenceFreshFor)
+	fenceAttempt, fenceFreshFor = 200*time.Millisecond, time.Second
+
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, "g:a")
+	require.ErrorIs(t, err, kerr.CoordinatorNotAvailable)
+	require.NoError(t, ctx.Err())
+	require.Contains(t, err.Error(), `transactional id "g:a"`)
+}

@@ -282,9 +282,9 @@ func (s *Session) open(ctx context.Context, overlap bool) error {
 // fetch answers at once instead of after the transaction timeout.
 //
 // While the coordinator is unreachable or busy (a broker failure), the fence
-// retries every FenceRetryBackoff at most and starts a fresh attempt every
-// fenceAttempt, so that it follows the coordinator within a fraction of a
-// second once it answers (see fenceAttempt).
+// retries every FenceRetryBackoff at most and, for up to fenceFreshFor, starts
+// a fresh attempt every fenceAttempt, so that it follows the coordinator within
+// a fraction of a second once it answers.
 func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) error {
 	opts := append(DefaultClientOpts(), kgo.RetryBackoffFn(fenceBackoff))
 	opts = append(opts, clientOpts...)
@@ -294,14 +294,19 @@ func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) er
 		return fmt.Errorf("txn: creating the fencing client: %w", err)
 	}
 	defer cl.Close()
+	fresh := time.Now().Add(fenceFreshFor)
 	for {
-		actx, cancel := context.WithTimeout(ctx, fenceAttempt)
+		last := !time.Now().Before(fresh)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if !last {
+			actx, cancel = context.WithTimeout(ctx, fenceAttempt)
+		}
 		_, _, err = cl.ProducerID(actx)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		if last || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			break
 		}
 		// The attempt ran out while the coordinator was unreachable or
@@ -328,6 +333,14 @@ func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) er
 // second of stall. An attempt shorter than 2.5 s keeps the retries at 200 ms
 // or less.
 var fenceAttempt = 2 * time.Second
+
+// fenceFreshFor is how long Fence begins fresh attempts: longer than a
+// coordinator was seen completing a transaction after a broker failure (up to
+// the broker's request.timeout.ms, 30 s). After it, one attempt runs until
+// franz-go gives up, so that a coordinator that never answers (a
+// __transaction_state that cannot be created, say) is reported with
+// franz-go's own error instead of a bare deadline.
+var fenceFreshFor = 30 * time.Second
 
 // FenceRetryBackoff caps the backoff between the fence's retries of a failed
 // request (dialing a dead coordinator, a coordinator still loading). The fence
