@@ -126,3 +126,45 @@ func TestHooksSeeABeginThatFailed(t *testing.T) {
 	require.Equal(t, 1, rec.aborts[pipeline.AbortSinkError], "%v", rec.aborts)
 	require.Positive(t, rec.committed)
 }
+
+// slowBegin is a fake sink whose first Begin takes longer than the whole
+// transaction timeout (a re-opened Kafka session waiting for its fence).
+type slowBegin struct {
+	*fakeSink
+	took time.Duration
+	slow bool
+}
+
+func (s *slowBegin) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
+	return s, nil
+}
+
+func (s *slowBegin) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*fakeWriter], error) {
+	if !s.slow {
+		s.slow = true
+		time.Sleep(s.took) // the fault: a Begin this slow, not a wait for an event
+	}
+	return s.fakeSink.Begin(ctx, batches)
+}
+
+// The transaction's time budget starts when Begin returned: a slow Begin
+// does not leave the Stage a deadline already past (the batch used to fail
+// as too slow, and a fence slower than StageRetries budgets stopped Run).
+func TestASlowBeginDoesNotEatTheStageBudget(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const txnTimeout = 500 * time.Millisecond
+	f := &slowBegin{fakeSink: &fakeSink{parts: 1, n: 5}, took: 2 * txnTimeout}
+	f.commit = func([]*sinks.Batch) error { cancel(); return nil }
+	rec := &recorder{}
+	p, err := pipeline.New[*fakeWriter](f, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
+		pipeline.Brokers("127.0.0.1:1"), pipeline.Group("g"), pipeline.Topics("in"), pipeline.InstanceID("a"),
+		pipeline.TransactionTimeout(txnTimeout), pipeline.SessionTimeout(time.Second),
+		pipeline.Backoff(time.Millisecond, time.Millisecond), pipeline.Hooks(rec))
+	require.NoError(t, err)
+	require.NoError(t, p.Run(ctx))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Empty(t, rec.aborts, "the first batch was aborted")
+	require.Positive(t, rec.committed)
+}

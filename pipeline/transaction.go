@@ -18,16 +18,19 @@ func (p *Pipeline[W]) runTxn(ctx context.Context, sess sinks.Session[W], batches
 		return context.WithTimeout(context.WithoutCancel(ctx), p.cfg.txnTimeout)
 	}
 
-	// The transaction's budget counts from its start: the Stage gets 80%
-	// of the transaction timeout and the commit what is left of it, so
-	// that the two together never outlast the timeout after which the
-	// broker aborts the transaction under us.
-	txStart := time.Now()
 	tx, err := sess.Begin(ctx, batches)
 	if err != nil {
 		p.aborted(ctx, batches, err, start) // polled, never begun: the hooks hear of it too
 		return err
 	}
+	// The transaction's budget counts from its start: the Stage gets 80%
+	// of the transaction timeout and the commit what is left of it, so
+	// that the two together never outlast the timeout after which the
+	// broker aborts the transaction under us. It starts once Begin
+	// returned: Begin may wait (a re-opened Kafka session waits for its
+	// fence, seconds after a broker failure), and the broker's clock starts
+	// only at the transaction's first write.
+	txStart := time.Now()
 	rollback := func() error {
 		rctx, cancel := endCtx()
 		defer cancel()

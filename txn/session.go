@@ -108,7 +108,7 @@ type fencing struct {
 
 // startFence starts fencing s's transactional id. The fence does not end
 // with ctx (a re-open may be asked for with a context that ends sooner than
-// the coordinator answers); stopFence or the session's Close ends it.
+// the coordinator answers); f.stop, which discard and Close call, ends it.
 func (s *Session) startFence(ctx context.Context) *fencing {
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	failed, fail := context.WithCancel(context.Background())
