@@ -35,6 +35,12 @@
 #                            EXACTLY_STATE to run a second set of nodes, e.g.
 #                            EXACTLY_KAFKA_PORT_BASE=9392 EXACTLY_STATE=/tmp/x
 #                            gives a cluster at 9492-9494 (controllers 9592-9594).
+#   EXACTLY_KAFKA_REQUEST_TIMEOUT_MS  the brokers' request.timeout.ms (default:
+#                            Kafka's, 30000). It also bounds how long a
+#                            transaction coordinator waits before it retries a
+#                            failed write of a transaction's completion (after
+#                            a broker failure): docs/RELIABILITY.md, "The 30 s
+#                            stall". make availability sets 6000.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,6 +57,9 @@ readonly READY_TIMEOUT="${EXACTLY_KAFKA_READY_TIMEOUT:-90}"
 readonly PORT_BASE="${EXACTLY_KAFKA_PORT_BASE:-9092}"
 [[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) ||
 	{ printf 'kafka.sh: ERROR: EXACTLY_KAFKA_PORT_BASE must be a port number in 1024-65000 (got %s)\n' "$PORT_BASE" >&2; exit 1; }
+readonly REQUEST_TIMEOUT_MS="${EXACTLY_KAFKA_REQUEST_TIMEOUT_MS:-}"
+[[ -z $REQUEST_TIMEOUT_MS || $REQUEST_TIMEOUT_MS =~ ^[1-9][0-9]*$ ]] ||
+	{ printf 'kafka.sh: ERROR: EXACTLY_KAFKA_REQUEST_TIMEOUT_MS must be a positive number of milliseconds (got %s)\n' "$REQUEST_TIMEOUT_MS" >&2; exit 1; }
 readonly READY_BIN="$STATE/bin/kafkaready"
 readonly CLUSTER_IDS=(1 2 3)
 
@@ -278,6 +287,11 @@ num.io.threads=4
 num.recovery.threads.per.data.dir=1
 background.threads=4
 EOF
+		if [[ -n $REQUEST_TIMEOUT_MS ]]; then
+			printf '\n# EXACTLY_KAFKA_REQUEST_TIMEOUT_MS: inter-broker requests, and the longest a\n'
+			printf '# transaction coordinator waits to retry a failed completion write.\n'
+			echo "request.timeout.ms=$REQUEST_TIMEOUT_MS"
+		fi
 		if [[ $mode == single ]]; then
 			echo "controller.quorum.bootstrap.servers=127.0.0.1:$cport"
 		else

@@ -239,7 +239,7 @@ func scenarioFailover(ctx context.Context, e *env, sum *Summary) report {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "failure detection: broker.session.timeout.ms=%d (scripts/kafka.sh), worker session timeout 6000 ms, transaction timeout 5000 ms\n", sum.DetectionMs)
+	fmt.Fprintf(&b, "failure detection: broker.session.timeout.ms=%d (scripts/kafka.sh), worker session timeout 6000 ms, transaction timeout 5000 ms; brokers' request.timeout.ms=%d (-broker-request-timeout-ms: bounds a coordinator's retry of a failed completion write)\n", sum.DetectionMs, sum.BrokerRequestTimeoutMs)
 	if len(resumes) > 0 {
 		sum.FailoverResume = ms(Max(resumes))
 	}

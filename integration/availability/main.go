@@ -58,6 +58,7 @@ func run() int {
 		scale     = flag.Float64("scale", 1, "multiplies every scenario's record count (and so its length)")
 		noFail    = flag.Bool("no-fail", false, "only report: exit 0 even if a target is missed")
 		keep      = flag.Bool("keep", false, "leave the cluster running at the end")
+		reqTO     = flag.Int("broker-request-timeout-ms", 6000, "the brokers' request.timeout.ms, which bounds how long a transaction coordinator waits to retry a failed completion write after a broker failure (docs/RELIABILITY.md, \"The 30 s stall\"); 0: Kafka's default, 30000")
 	)
 	flag.Parse()
 	logf := func(format string, args ...any) {
@@ -100,6 +101,9 @@ func run() int {
 	}
 	version := envStr("EXACTLY_KAFKA_VERSION", "4.1.2")
 	cl := &chaos.Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: *state, PortBase: *portBase, Version: version, Log: logf}
+	if *reqTO > 0 {
+		cl.Env = append(cl.Env, "EXACTLY_KAFKA_REQUEST_TIMEOUT_MS="+strconv.Itoa(*reqTO))
+	}
 	down := func() {}
 	if !*keep {
 		var done bool
@@ -121,10 +125,16 @@ func run() int {
 		return 1
 	}
 	sum := NewSummary()
-	if d, err := detectionMs(filepath.Join(*state, "node1", "server.properties")); err != nil {
+	props := filepath.Join(*state, "node1", "server.properties")
+	if d, err := propMs(props, "broker.session.timeout.ms", 9000); err != nil {
 		logf("failure detection setting: %v", err)
 	} else {
 		sum.DetectionMs = d
+	}
+	if d, err := propMs(props, "request.timeout.ms", 30000); err != nil {
+		logf("broker request timeout setting: %v", err)
+	} else {
+		sum.BrokerRequestTimeoutMs = d
 	}
 	e := &env{
 		cfg: chaos.Config{Brokers: cl.Brokers(), Cluster: cl, KafkaVersion: version,
@@ -195,25 +205,29 @@ func selected(vs []Verdict, re *regexp.Regexp) []Verdict {
 	return out
 }
 
-// detectionMs reads broker.session.timeout.ms from a node's generated
-// server.properties.
-func detectionMs(path string) (int64, error) {
+// propMs reads the number key from a node's generated server.properties;
+// def (Kafka's default) if the file does not set it.
+func propMs(path, key string, def int64) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	return parseDetection(f, path)
+	return parseProp(f, path, key, def)
 }
 
 func parseDetection(f io.Reader, path string) (int64, error) {
+	return parseProp(f, path, "broker.session.timeout.ms", 9000)
+}
+
+func parseProp(f io.Reader, path, key string, def int64) (int64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
-		if ok && strings.TrimSpace(k) == "broker.session.timeout.ms" {
+		if ok && strings.TrimSpace(k) == key {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("%s: broker.session.timeout.ms=%q is not a number", path, v)
+				return 0, fmt.Errorf("%s: %s=%q is not a number", path, key, v)
 			}
 			return n, nil
 		}
@@ -221,7 +235,7 @@ func parseDetection(f io.Reader, path string) (int64, error) {
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 9000, nil // Kafka's default when the file does not set it
+	return def, nil
 }
 
 func envStr(k, def string) string {

@@ -47,6 +47,10 @@ type Summary struct {
 	RebalanceP99Txn int64
 	FailoverResume  int64
 	DetectionMs     int64 // broker.session.timeout.ms of the cluster
+	// BrokerRequestTimeoutMs is the brokers' request.timeout.ms, which bounds
+	// a transaction coordinator's wait before it retries a failed completion
+	// write (docs/RELIABILITY.md, "The 30 s stall").
+	BrokerRequestTimeoutMs int64
 	// FenceMax is the longest the cluster took, over the kills, to fence
 	// the killed broker (it left the metadata), and FailoverAfterFence the
 	// longest time from that fence to every worker committing again.
@@ -60,7 +64,7 @@ type Summary struct {
 // NewSummary is a summary with every metric unmeasured.
 func NewSummary() Summary {
 	return Summary{StartMaxCommit: Unmeasured, RestartP50: Unmeasured, RestartMax: Unmeasured,
-		RebalanceP99Txn: Unmeasured, FailoverResume: Unmeasured, DetectionMs: Unmeasured,
+		RebalanceP99Txn: Unmeasured, FailoverResume: Unmeasured, DetectionMs: Unmeasured, BrokerRequestTimeoutMs: Unmeasured,
 		FenceMax: Unmeasured, FailoverAfterFence: Unmeasured, MaxRecreations: -1}
 }
 

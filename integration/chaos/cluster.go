@@ -18,7 +18,10 @@ type Cluster struct {
 	State    string // EXACTLY_STATE for it
 	PortBase int    // EXACTLY_KAFKA_PORT_BASE for it
 	Version  string // EXACTLY_KAFKA_VERSION (what the script runs)
-	Log      func(format string, args ...any)
+	// Env is more of kafka.sh's environment (EXACTLY_KAFKA_REQUEST_TIMEOUT_MS=...)
+	// for every call, so a node restarted after a kill gets the same settings.
+	Env []string
+	Log func(format string, args ...any)
 }
 
 // Brokers are the cluster's broker addresses (kafka.sh: BASE+100..102).
@@ -41,6 +44,7 @@ func (c *Cluster) script(ctx context.Context, timeout time.Duration, args ...str
 	if c.Version != "" {
 		cmd.Env = append(cmd.Env, "EXACTLY_KAFKA_VERSION="+c.Version)
 	}
+	cmd.Env = append(cmd.Env, c.Env...)
 	cmd.WaitDelay = 10 * time.Second
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
