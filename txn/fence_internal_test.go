@@ -10,17 +10,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/exactlyonce/exactly/sinks"
 )
 
 // A coordinator that answers CONCURRENT_TRANSACTIONS for seconds (it is
-// completing the previous transaction, as after a broker failure): franz-go
-// alone would space its retries 500 ms apart once the call is 2.5 s old and
-// 1 s apart at 5 s; the fence's fresh attempts keep them at its short backoff,
-// so it returns soon after the coordinator does.
+// completing the previous transaction, as after a broker failure): franz-go's
+// own InitProducerID spaces its retries 500 ms apart once the call is 2.5 s
+// old and 1 s apart at 5 s; the fence keeps them at its short backoff, so it
+// returns soon after the coordinator does.
 func TestFenceKeepsRetryingBrisklyWhileTheCoordinatorIsBusy(t *testing.T) {
-	defer func(d time.Duration) { fenceAttempt = d }(fenceAttempt)
-	fenceAttempt = 500 * time.Millisecond // franz-go's backoff stays at 20 ms within an attempt
-
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	defer c.Close()
@@ -56,7 +55,7 @@ func TestFenceKeepsRetryingBrisklyWhileTheCoordinatorIsBusy(t *testing.T) {
 		}
 	}
 	require.Less(t, late, 450*time.Millisecond,
-		"the fence's retries slowed down to franz-go's 500 ms / 1 s (%d retries while busy)", len(sent))
+		"the fence's retries slowed down to franz-go's 500 ms / 1 s (%d InitProducerIDs)", len(sent))
 }
 
 // The fence's backoff starts at 50 ms and never exceeds FenceRetryBackoff
@@ -72,12 +71,9 @@ func TestFenceBackoff(t *testing.T) {
 
 // A coordinator that never becomes available (here: every InitProducerID is
 // answered COORDINATOR_NOT_AVAILABLE, as when __transaction_state cannot be
-// created) is reported with the broker's answer once the fresh attempts are
-// over, not with a bare deadline.
+// created) is retried until the context ends, and the error names its last
+// answer, not only the deadline.
 func TestFenceReportsACoordinatorThatNeverAnswers(t *testing.T) {
-	defer func(a, f time.Duration) { fenceAttempt, fenceFreshFor = a, f }(fenceAttempt, fenceFreshFor)
-	fenceAttempt, fenceFreshFor = 200*time.Millisecond, time.Second
-
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	defer c.Close()
@@ -87,10 +83,58 @@ func TestFenceReportsACoordinatorThatNeverAnswers(t *testing.T) {
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		return resp, nil, true
 	})
+	// franz-go retries this answer itself (it looks the coordinator up
+	// again) before it returns it; two retries, so that it does within
+	// the test's time.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err = Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.RequestRetries(2)}, "g:a")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, kerr.CoordinatorNotAvailable, "the last answer is named")
+	require.Contains(t, err.Error(), `transactional id "g:a"`)
+}
+
+// A fence the broker refuses for good (not authorized) stops at once, as a
+// fatal error.
+func TestFenceStopsAtARefusal(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+		return resp, nil, true
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, "g:a")
-	require.ErrorIs(t, err, kerr.CoordinatorNotAvailable)
-	require.NoError(t, ctx.Err())
-	require.Contains(t, err.Error(), `transactional id "g:a"`)
+	require.ErrorIs(t, err, kerr.TransactionalIDAuthorizationFailed)
+	require.True(t, sinks.IsFatal(err), "%v", err)
+	require.NoError(t, ctx.Err(), "retried a refusal until the deadline")
+}
+
+// The fence's backoff holds whatever backoff the client options set (the
+// pipeline passes txn.DefaultClientOpts, up to 1 s, in ClientOpts).
+func TestFenceUsesItsOwnBackoff(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	var sent []time.Time
+	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		sent = append(sent, time.Now())
+		if len(sent) > 8 {
+			return nil, nil, false
+		}
+		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode = kerr.ConcurrentTransactions.Code
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	slow := kgo.RetryBackoffFn(func(int) time.Duration { return 5 * time.Second })
+	require.NoError(t, Fence(ctx, append(DefaultClientOpts(), kgo.SeedBrokers(c.ListenAddrs()...), slow), "g:a"))
+	require.Len(t, sent, 9)
+	require.Less(t, sent[8].Sub(sent[0]), 4*time.Second, "8 retries took as long as one of the options' backoff")
 }

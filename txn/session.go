@@ -77,6 +77,13 @@ type Session struct {
 	// when its client was created (see overlapAfter); nil once it
 	// succeeded. Begin and Committed wait for it, Poll reports its failure.
 	fencing *fencing
+	// gen counts the clients the session created; polledGen is the gen of
+	// the client that returned the first records since the last Begin (0:
+	// none). A batch whose records came from a client that was discarded
+	// before Begin (its fence failed) must not be committed by the next
+	// client: its offsets would not move, and the records would be
+	// processed again.
+	gen, polledGen int
 }
 
 // overlapAfter is how long a re-opening session waits for its fence before
@@ -115,9 +122,10 @@ func (s *Session) startFence(ctx context.Context) *fencing {
 	f := &fencing{done: make(chan struct{}), failed: failed}
 	f.stop = func() { stop(); <-f.done; fail() }
 	go func() {
-		defer close(f.done)
-		f.err = Fence(fctx, s.cfg.ClientOpts, s.cfg.TransactionalID)
-		if f.err != nil {
+		err := Fence(fctx, s.cfg.ClientOpts, s.cfg.TransactionalID)
+		f.err = err
+		close(f.done) // before fail: whoever wakes on failed finds done closed
+		if err != nil {
 			fail()
 		}
 	}()
@@ -266,6 +274,7 @@ func (s *Session) open(ctx context.Context, overlap bool) error {
 		return fmt.Errorf("txn: creating the transactional client: %w", err)
 	}
 	s.gts = gts
+	s.gen++
 	s.fencing = f
 	if f != nil {
 		s.log.Debug("transactional session open; the fence is still waiting for the coordinator, the group join goes on meanwhile",
@@ -281,71 +290,79 @@ func (s *Session) open(ctx context.Context, overlap bool) error {
 // the previous holder of the id left open, so the group's stable offset
 // fetch answers at once instead of after the transaction timeout.
 //
-// While the coordinator is unreachable or busy (a broker failure), the fence
-// retries every FenceRetryBackoff at most and, for up to fenceFreshFor, starts
-// a fresh attempt every fenceAttempt, so that it follows the coordinator within
-// a fraction of a second once it answers.
+// While the coordinator is unreachable, moving or busy completing the
+// previous transaction (CONCURRENT_TRANSACTIONS, seconds after a broker
+// failure), Fence retries until ctx ends, about FenceRetryBackoff apart
+// whatever clientOpts say, and one request at a time: a request given up
+// while in flight could reach the coordinator after the next producer's own
+// InitProducerID and fence it. If ctx ends first, the error names the
+// coordinator's last answer.
 func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) error {
-	opts := append(DefaultClientOpts(), kgo.RetryBackoffFn(fenceBackoff))
-	opts = append(opts, clientOpts...)
-	opts = append(opts, kgo.TransactionalID(transactionalID))
+	opts := append(DefaultClientOpts(), clientOpts...)
+	opts = append(opts, kgo.RetryBackoffFn(fenceBackoff), kgo.TransactionalID(transactionalID))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("txn: creating the fencing client: %w", err)
 	}
 	defer cl.Close()
-	fresh := time.Now().Add(fenceFreshFor)
-	for {
-		last := !time.Now().Before(fresh)
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if !last {
-			actx, cancel = context.WithTimeout(ctx, fenceAttempt)
+	timeout, _ := cl.OptValue(kgo.TransactionTimeout).(time.Duration)
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID = &transactionalID
+	req.TransactionTimeoutMillis = int32(timeout.Milliseconds())
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	var last error
+	for fails := 1; ; fails++ {
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
 		}
-		_, _, err = cl.ProducerID(actx)
-		cancel()
 		if err == nil {
 			return nil
 		}
-		if last || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		if ctx.Err() != nil {
 			break
 		}
-		// The attempt ran out while the coordinator was unreachable or
-		// answered CONCURRENT_TRANSACTIONS: begin a new one. Its request
-		// follows the abandoned one on the same connection, and the broker
-		// answers a connection's requests in order.
+		if !fenceRetriable(err) {
+			if sinks.IsFatal(err) {
+				return classifyFatal("fencing the previous incarnation", transactionalID, err)
+			}
+			return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
+		}
+		last = err
+		t := time.NewTimer(fenceBackoff(fails))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
-	if ctx.Err() != nil {
-		err = ctx.Err()
+	if last == nil {
+		return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, ctx.Err())
 	}
-	if sinks.IsFatal(err) {
-		return classifyFatal("fencing the previous incarnation", transactionalID, err)
-	}
-	return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
+	return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w (the coordinator's last answer: %w)", transactionalID, ctx.Err(), last)
 }
 
-// fenceAttempt bounds one InitProducerID of Fence, retries included.
+// fenceRetriable reports whether Fence tries again after err: the
+// coordinator is completing the previous transaction, moving or loading (a
+// retriable Kafka error), or could not be reached.
+func fenceRetriable(err error) bool {
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Retriable || errors.Is(err, kerr.ConcurrentTransactions)
+	}
+	return !errors.Is(err, kgo.ErrClientClosed)
+}
+
+// FenceRetryBackoff is about the longest pause between two tries of the
+// fence (dialing a dead coordinator, a coordinator still loading or
+// completing the previous transaction); ±20% jitter.
 //
-// franz-go retries an InitProducerID answered CONCURRENT_TRANSACTIONS (the
-// coordinator is still completing the previous transaction) after 20 ms, but
-// after at least 200 ms once the call is 1 s old, 500 ms at 2.5 s and 1 s at
-// 5 s. A fence that began while the coordinator's broker was down is seconds
-// old when the new coordinator takes over, so each second of its wait became a
-// second of stall. An attempt shorter than 2.5 s keeps the retries at 200 ms
-// or less.
-var fenceAttempt = 2 * time.Second
-
-// fenceFreshFor is how long Fence begins fresh attempts: longer than a
-// coordinator was seen completing a transaction after a broker failure (up to
-// the broker's request.timeout.ms, 30 s). After it, one attempt runs until
-// franz-go gives up, so that a coordinator that never answers (a
-// __transaction_state that cannot be created, say) is reported with
-// franz-go's own error instead of a bare deadline.
-var fenceFreshFor = 30 * time.Second
-
-// FenceRetryBackoff caps the backoff between the fence's retries of a failed
-// request (dialing a dead coordinator, a coordinator still loading). The fence
-// is one small request; the cap of the other clients (MaxRetryBackoff, 1 s)
-// made it find the new coordinator up to a second late.
+// The fence used to be the client's InitProducerID, whose retries franz-go
+// spaces at least 500 ms apart once the call is 2.5 s old and 1 s apart at
+// 5 s, with dial retries at MaxRetryBackoff (1 s): a fence begun while the
+// coordinator's broker was down found the new coordinator up to two seconds
+// after it was ready. The fence is one small request; retrying it this
+// often costs the coordinator nothing it would notice.
 const FenceRetryBackoff = 250 * time.Millisecond
 
 // fenceBackoff is the fence client's backoff: 50 ms doubling to
@@ -392,6 +409,9 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	} else {
 		fs = s.gts.PollRecords(ctx, max)
 	}
+	if s.polledGen == 0 && fs.NumRecords() > 0 {
+		s.polledGen = s.gen
+	}
 	for _, fe := range fs.Errors() {
 		// kgo rejoins after FENCED_INSTANCE_ID, which would take the
 		// group slot back from the instance that replaced us: stop.
@@ -405,6 +425,8 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 
 // Begin begins a transaction.
 func (s *Session) Begin(ctx context.Context) error {
+	polled := s.polledGen
+	s.polledGen = 0
 	if err := s.ensure(ctx); err != nil {
 		return err
 	}
@@ -415,6 +437,14 @@ func (s *Session) Begin(ctx context.Context) error {
 			return fmt.Errorf("txn: begin: %w (session discarded; it resumes from the committed offsets)", err)
 		}
 		return err
+	}
+	if polled != 0 && polled != s.gen {
+		// Some of the batch came from a client discarded since (its fence
+		// failed); the current one may have polled the rest. Neither may
+		// commit it: discard this one too, so the next starts from the
+		// committed offsets.
+		s.discard()
+		return fmt.Errorf("%w: the batch was polled by a client the session discarded since (its fence failed); it is polled again from the committed offsets", sinks.ErrAborted)
 	}
 	if err := s.gts.Begin(); err != nil {
 		if sinks.IsFatal(err) {

@@ -220,7 +220,7 @@ func lastCommitUnknown(t *testing.T, s *txn.Session) {
 
 // heldFence holds the next InitProducerID of transactional id "g:a" (the
 // re-opened session's fence) until release is closed; it answers that one
-// and every later one with answer (nil: as the cluster would). It counts every InitProducerID of
+// with answer (nil: as the cluster would), and every later one too if later. It counts every InitProducerID of
 // "g:a" that reaches the cluster while one is held, and every JoinGroup of
 // group "g" sent while one is held.
 type heldFence struct {
@@ -231,7 +231,7 @@ type heldFence struct {
 	joinsHeldOne sync.Once
 }
 
-func holdFence(c *kfake.Cluster, answer *kerr.Error) *heldFence {
+func holdFence(c *kfake.Cluster, answer *kerr.Error, later bool) *heldFence {
 	h := &heldFence{release: make(chan struct{}), joinsHeld: make(chan struct{})}
 	armed := true
 	c.ControlKey(kmsg.JoinGroup.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
@@ -250,13 +250,14 @@ func holdFence(c *kfake.Cluster, answer *kerr.Error) *heldFence {
 		if h.held.Load() {
 			h.initsHeld.Add(1)
 		}
+		first := armed
 		if armed {
 			armed = false
 			h.held.Store(true)
 			c.SleepControl(func() { <-h.release })
 			h.held.Store(false)
 		}
-		if answer != nil {
+		if answer != nil && (first || later) {
 			resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 			resp.ErrorCode = answer.Code
 			return resp, nil, true
@@ -277,7 +278,7 @@ func TestReopenJoinsTheGroupWhileTheFenceWaits(t *testing.T) {
 	s := open(t, brokers, "a")
 	lastCommitUnknown(t, s)
 
-	h := holdFence(c, nil)
+	h := holdFence(c, nil, false)
 	polled := make(chan []*kgo.Record, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -319,7 +320,7 @@ func TestReopenReportsAFailedFenceAtPoll(t *testing.T) {
 	s := open(t, brokers, "a")
 	lastCommitUnknown(t, s)
 
-	h := holdFence(c, kerr.TransactionalIDAuthorizationFailed)
+	h := holdFence(c, kerr.TransactionalIDAuthorizationFailed, true)
 	go func() {
 		select {
 		case <-h.joinsHeld:
@@ -339,4 +340,42 @@ func TestReopenReportsAFailedFenceAtPoll(t *testing.T) {
 	err = s.Begin(context.Background())
 	require.True(t, sinks.IsFatal(err), "the next call fences again: %v", err)
 	require.ErrorIs(t, err, kerr.TransactionalIDAuthorizationFailed)
+}
+
+// Records polled while the fence ran, by a client the session discarded when
+// the fence then failed (an error it does not retry), are never committed by
+// the next client: that one's commit would carry no offsets for them, and
+// they would be committed twice. Begin refuses the batch, and the records are
+// polled again from the committed offsets.
+func TestABatchOfADiscardedClientIsNotCommitted(t *testing.T) {
+	c, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	s := open(t, brokers, "a")
+	lastCommitUnknown(t, s)
+
+	h := holdFence(c, kerr.UnknownServerError, false)
+	polled := make(chan []*kgo.Record, 1)
+	go func() { polled <- pollSome(t, s) }()
+	rs := <-polled // while the fence is held: the new client's join and fetch went on
+	require.Len(t, rs, 10)
+	close(h.release) // the fence fails now
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for err == nil && ctx.Err() == nil {
+		_, err = s.Poll(ctx, 100) // the batch goes on collecting; this poll learns of the failure
+	}
+	require.ErrorIs(t, err, kerr.UnknownServerError)
+	require.False(t, sinks.IsFatal(err))
+
+	err = s.Begin(context.Background())
+	require.ErrorIs(t, err, sinks.ErrAborted, "the batch of the discarded client was begun")
+	require.True(t, sinks.IsRetryable(err), "%v", err)
+
+	rs = pollSome(t, s)
+	require.Len(t, rs, 10, "the records are polled again from the committed offsets")
+	require.NoError(t, s.Begin(context.Background()))
+	produce(s, rs)
+	require.NoError(t, s.End(context.Background(), true))
+	testkit.Verify(t, brokers, "in", "out")
 }

@@ -101,8 +101,12 @@ func run() int {
 	}
 	version := envStr("EXACTLY_KAFKA_VERSION", "4.1.2")
 	cl := &chaos.Cluster{Script: filepath.Join(root, "scripts", "kafka.sh"), State: *state, PortBase: *portBase, Version: version, Log: logf}
+	// Always set: an EXACTLY_KAFKA_REQUEST_TIMEOUT_MS of the caller's
+	// environment must not override the flag (empty: Kafka's default).
 	if *reqTO > 0 {
 		cl.Env = append(cl.Env, "EXACTLY_KAFKA_REQUEST_TIMEOUT_MS="+strconv.Itoa(*reqTO))
+	} else {
+		cl.Env = append(cl.Env, "EXACTLY_KAFKA_REQUEST_TIMEOUT_MS=")
 	}
 	down := func() {}
 	if !*keep {
