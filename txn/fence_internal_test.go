@@ -20,34 +20,13 @@ import (
 // old and 1 s apart at 5 s; the fence keeps them at its short backoff, so it
 // returns soon after the coordinator does.
 func TestFenceKeepsRetryingBrisklyWhileTheCoordinatorIsBusy(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer c.Close()
 	const busy = 3500 * time.Millisecond
-	var (
-		first time.Time
-		sent  []time.Time // every InitProducerID
-	)
-	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		now := time.Now()
-		if first.IsZero() {
-			first = now
-		}
-		sent = append(sent, now)
-		if now.Sub(first) > busy {
-			return nil, nil, false
-		}
-		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
-		resp.ErrorCode = kerr.ConcurrentTransactions.Code
-		return resp, nil, true
-	})
-
+	brokers, sentp := answering(t, kerr.ConcurrentTransactions, func(_ int, since time.Duration) bool { return since <= busy })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	require.NoError(t, Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, "g:a"))
-	// Control functions run one at a time in the cluster's goroutine, and
-	// Fence returned after the last of them: sent is complete.
+	require.NoError(t, Fence(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, "g:a"))
+	sent := *sentp
+	first := sent[0]
 	var late time.Duration // the longest pause between retries from the last second of the busy time on
 	for i := 1; i < len(sent); i++ {
 		if sent[i].Sub(first) > busy-time.Second {
@@ -74,21 +53,13 @@ func TestFenceBackoff(t *testing.T) {
 // created) is retried until the context ends, and the error names its last
 // answer, not only the deadline.
 func TestFenceReportsACoordinatorThatNeverAnswers(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer c.Close()
-	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
-		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-		return resp, nil, true
-	})
+	brokers, _ := answering(t, kerr.CoordinatorNotAvailable, func(int, time.Duration) bool { return true })
 	// franz-go retries this answer itself (it looks the coordinator up
 	// again) before it returns it; two retries, so that it does within
 	// the test's time.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	err = Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.RequestRetries(2)}, "g:a")
+	err := Fence(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.RequestRetries(2)}, "g:a")
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorIs(t, err, kerr.CoordinatorNotAvailable, "the last answer is named")
 	require.Contains(t, err.Error(), `transactional id "g:a"`)
@@ -97,18 +68,10 @@ func TestFenceReportsACoordinatorThatNeverAnswers(t *testing.T) {
 // A fence the broker refuses for good (not authorized) stops at once, as a
 // fatal error.
 func TestFenceStopsAtARefusal(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer c.Close()
-	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
-		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
-		return resp, nil, true
-	})
+	brokers, _ := answering(t, kerr.TransactionalIDAuthorizationFailed, func(int, time.Duration) bool { return true })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err = Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, "g:a")
+	err := Fence(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, "g:a")
 	require.ErrorIs(t, err, kerr.TransactionalIDAuthorizationFailed)
 	require.True(t, sinks.IsFatal(err), "%v", err)
 	require.NoError(t, ctx.Err(), "retried a refusal until the deadline")
@@ -117,24 +80,35 @@ func TestFenceStopsAtARefusal(t *testing.T) {
 // The fence's backoff holds whatever backoff the client options set (the
 // pipeline passes txn.DefaultClientOpts, up to 1 s, in ClientOpts).
 func TestFenceUsesItsOwnBackoff(t *testing.T) {
+	brokers, sentp := answering(t, kerr.ConcurrentTransactions, func(n int, _ time.Duration) bool { return n <= 8 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	slow := kgo.RetryBackoffFn(func(int) time.Duration { return 5 * time.Second })
+	require.NoError(t, Fence(ctx, append(DefaultClientOpts(), kgo.SeedBrokers(brokers...), slow), "g:a"))
+	sent := *sentp
+	require.Len(t, sent, 9)
+	require.Less(t, sent[8].Sub(sent[0]), 4*time.Second, "8 retries took as long as one of the options' backoff")
+}
+
+// answering is a one-broker kfake cluster whose coordinator answers
+// InitProducerID with code while busy(n, since) — the n-th request, since
+// the first — and as usual after. It records when each request arrived; read
+// them once Fence returned (control functions run in the cluster's
+// goroutine, one at a time, before the answer is sent).
+func answering(t *testing.T, code *kerr.Error, busy func(n int, since time.Duration) bool) ([]string, *[]time.Time) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
-	defer c.Close()
+	t.Cleanup(c.Close)
 	var sent []time.Time
 	c.ControlKey(kmsg.InitProducerID.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		sent = append(sent, time.Now())
-		if len(sent) > 8 {
+		if !busy(len(sent), sent[len(sent)-1].Sub(sent[0])) {
 			return nil, nil, false
 		}
 		resp := req.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
-		resp.ErrorCode = kerr.ConcurrentTransactions.Code
+		resp.ErrorCode = code.Code
 		return resp, nil, true
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	slow := kgo.RetryBackoffFn(func(int) time.Duration { return 5 * time.Second })
-	require.NoError(t, Fence(ctx, append(DefaultClientOpts(), kgo.SeedBrokers(c.ListenAddrs()...), slow), "g:a"))
-	require.Len(t, sent, 9)
-	require.Less(t, sent[8].Sub(sent[0]), 4*time.Second, "8 retries took as long as one of the options' backoff")
+	return c.ListenAddrs(), &sent
 }

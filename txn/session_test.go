@@ -113,8 +113,15 @@ func TestEndAfterTheBrokerTimedTheTransactionOutIsRetryable(t *testing.T) {
 	require.True(t, sinks.IsRetryable(err))
 
 	// The session goes on from the committed offsets.
-	rs = pollSome(t, s)
-	require.Len(t, rs, 10, "the aborted records are polled again")
+	commitAgain(t, brokers, s, "the aborted records are polled again")
+}
+
+// commitAgain polls the 10 records of "in" again, commits them to "out" and
+// checks "out" holds each once.
+func commitAgain(t *testing.T, brokers []string, s *txn.Session, why string) {
+	t.Helper()
+	rs := pollSome(t, s)
+	require.Len(t, rs, 10, why)
 	require.NoError(t, s.Begin(context.Background()))
 	produce(s, rs)
 	require.NoError(t, s.End(context.Background(), true))
@@ -218,6 +225,18 @@ func lastCommitUnknown(t *testing.T, s *txn.Session) {
 	require.ErrorIs(t, err, sinks.ErrOutcomeUnknown)
 }
 
+// reopening is a session "a" on 10 records of "in" whose last commit's
+// outcome was unknown, so that it re-opens (fencing again) at its next call,
+// with that fence held as holdFence(answer, later) says.
+func reopening(t *testing.T, answer *kerr.Error, later bool) ([]string, *txn.Session, *heldFence) {
+	t.Helper()
+	c, brokers := testkit.Cluster(t, 1, "in", "out")
+	testkit.Produce(t, brokers, "in", 10)
+	s := open(t, brokers, "a")
+	lastCommitUnknown(t, s)
+	return brokers, s, holdFence(c, answer, later)
+}
+
 // heldFence holds the next InitProducerID of transactional id "g:a" (the
 // re-opened session's fence) until release is closed; it answers that one
 // with answer (nil: as the cluster would), and every later one too if later. It counts every InitProducerID of
@@ -273,12 +292,7 @@ func holdFence(c *kfake.Cluster, answer *kerr.Error, later bool) *heldFence {
 // the fence: it commits, and no InitProducerID of it overtakes the fence's.
 // Before the overlap, the JoinGroup came only once the fence returned.
 func TestReopenJoinsTheGroupWhileTheFenceWaits(t *testing.T) {
-	c, brokers := testkit.Cluster(t, 1, "in", "out")
-	testkit.Produce(t, brokers, "in", 10)
-	s := open(t, brokers, "a")
-	lastCommitUnknown(t, s)
-
-	h := holdFence(c, nil, false)
+	brokers, s, h := reopening(t, nil, false)
 	polled := make(chan []*kgo.Record, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -315,12 +329,7 @@ func TestReopenJoinsTheGroupWhileTheFenceWaits(t *testing.T) {
 // reported by Poll at once, not when the poll's context ends, and nothing
 // polled meanwhile is processed.
 func TestReopenReportsAFailedFenceAtPoll(t *testing.T) {
-	c, brokers := testkit.Cluster(t, 1, "in", "out")
-	testkit.Produce(t, brokers, "in", 10)
-	s := open(t, brokers, "a")
-	lastCommitUnknown(t, s)
-
-	h := holdFence(c, kerr.TransactionalIDAuthorizationFailed, true)
+	_, s, h := reopening(t, kerr.TransactionalIDAuthorizationFailed, true)
 	go func() {
 		select {
 		case <-h.joinsHeld:
@@ -348,12 +357,7 @@ func TestReopenReportsAFailedFenceAtPoll(t *testing.T) {
 // they would be committed twice. Begin refuses the batch, and the records are
 // polled again from the committed offsets.
 func TestABatchOfADiscardedClientIsNotCommitted(t *testing.T) {
-	c, brokers := testkit.Cluster(t, 1, "in", "out")
-	testkit.Produce(t, brokers, "in", 10)
-	s := open(t, brokers, "a")
-	lastCommitUnknown(t, s)
-
-	h := holdFence(c, kerr.UnknownServerError, false)
+	brokers, s, h := reopening(t, kerr.UnknownServerError, false)
 	polled := make(chan []*kgo.Record, 1)
 	go func() { polled <- pollSome(t, s) }()
 	rs := <-polled // while the fence is held: the new client's join and fetch went on
@@ -372,10 +376,5 @@ func TestABatchOfADiscardedClientIsNotCommitted(t *testing.T) {
 	require.ErrorIs(t, err, sinks.ErrAborted, "the batch of the discarded client was begun")
 	require.True(t, sinks.IsRetryable(err), "%v", err)
 
-	rs = pollSome(t, s)
-	require.Len(t, rs, 10, "the records are polled again from the committed offsets")
-	require.NoError(t, s.Begin(context.Background()))
-	produce(s, rs)
-	require.NoError(t, s.End(context.Background(), true))
-	testkit.Verify(t, brokers, "in", "out")
+	commitAgain(t, brokers, s, "the records are polled again from the committed offsets")
 }
