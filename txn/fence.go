@@ -28,12 +28,13 @@ import (
 // coordinator's last answer.
 func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) error {
 	opts := append(DefaultClientOpts(), clientOpts...)
-	opts = append(opts, kgo.RetryBackoffFn(fenceBackoff), kgo.TransactionalID(transactionalID))
+	opts = append(opts, kgo.RetryBackoffFn(fenceBackoff), kgo.RequestRetries(fenceRequestRetries),
+		kgo.TransactionalID(transactionalID))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("txn: creating the fencing client: %w", err)
 	}
-	defer cl.Close()
+	defer func() { cl.Close() }()
 	timeout, _ := cl.OptValue(kgo.TransactionTimeout).(time.Duration)
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.TransactionalID = &transactionalID
@@ -58,6 +59,18 @@ func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) er
 			return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w", transactionalID, err)
 		}
 		last = err
+		var ke *kerr.Error
+		if !errors.As(err, &ke) {
+			// The connection failed. franz-go looks the coordinator up
+			// again after a refused dial or a NOT_COORDINATOR, but not
+			// when a connection is accepted and then closed (a dead
+			// broker behind a proxy or load balancer): a fresh client
+			// asks who the coordinator is now.
+			cl.Close()
+			if cl, err = kgo.NewClient(opts...); err != nil {
+				return fmt.Errorf("txn: creating the fencing client: %w", err)
+			}
+		}
 		t := time.NewTimer(fenceBackoff(fails))
 		select {
 		case <-t.C:
@@ -70,6 +83,11 @@ func Fence(ctx context.Context, clientOpts []kgo.Opt, transactionalID string) er
 	}
 	return fmt.Errorf("txn: fencing the previous incarnation of transactional id %q: %w (the coordinator's last answer: %w)", transactionalID, ctx.Err(), last)
 }
+
+// fenceRequestRetries is how often franz-go retries one request of the
+// fence itself before Fence sees the error and decides (a fresh client after
+// a failed connection).
+const fenceRequestRetries = 3
 
 // fenceRetriable reports whether Fence tries again after err: the
 // coordinator is completing the previous transaction, moving or loading (a

@@ -2,6 +2,7 @@ package txn
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -55,11 +56,10 @@ func TestFenceBackoff(t *testing.T) {
 func TestFenceReportsACoordinatorThatNeverAnswers(t *testing.T) {
 	brokers, _ := answering(t, kerr.CoordinatorNotAvailable, func(int, time.Duration) bool { return true })
 	// franz-go retries this answer itself (it looks the coordinator up
-	// again) before it returns it; two retries, so that it does within
-	// the test's time.
+	// again) fenceRequestRetries times before Fence sees it.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	err := Fence(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.RequestRetries(2)}, "g:a")
+	err := Fence(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, "g:a")
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorIs(t, err, kerr.CoordinatorNotAvailable, "the last answer is named")
 	require.Contains(t, err.Error(), `transactional id "g:a"`)
@@ -111,4 +111,32 @@ func answering(t *testing.T, code *kerr.Error, busy func(n int, since time.Durat
 		return resp, nil, true
 	})
 	return c.ListenAddrs(), &sent
+}
+
+// A coordinator that died behind something that still accepts connections
+// (a proxy, a load balancer): every request to it ends with the connection
+// closed, which franz-go does not take as a reason to look the coordinator
+// up again. After the coordinator moved, the fence must find the new one
+// (a fresh client after a connection failure), not retry the dead one until
+// its context ends.
+func TestFenceFindsTheNewCoordinatorBehindADeadConnection(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3))
+	require.NoError(t, err)
+	defer c.Close()
+	dead := c.CoordinatorFor("g:a")
+	var moved bool
+	c.ControlKey(kmsg.InitProducerID.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if c.CurrentNode() != dead {
+			return nil, nil, false
+		}
+		for !moved { // the coordinator moves away from the dead broker
+			c.RehashCoordinators()
+			moved = c.CoordinatorFor("g:a") != dead
+		}
+		return nil, errors.New("the coordinator's broker is dead"), true // closes the connection
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, "g:a"))
 }
