@@ -112,12 +112,18 @@ func fenceRetriable(err error) bool {
 // often costs the coordinator nothing it would notice.
 const FenceRetryBackoff = 250 * time.Millisecond
 
-// fenceBackoff is the fence client's backoff: 50 ms doubling to
-// FenceRetryBackoff, ±20% jitter.
+// fenceBackoff is the fence client's backoff: 20 ms for the first five
+// tries (a restarted instance's fence is answered CONCURRENT_TRANSACTIONS
+// while the coordinator aborts its predecessor's transaction, which takes
+// tens of milliseconds; franz-go retries as fast), then doubling to
+// FenceRetryBackoff; ±20% jitter.
 func fenceBackoff(fails int) time.Duration {
 	d := FenceRetryBackoff
-	if fails < 3 {
-		d = 50 * time.Millisecond << max(fails-1, 0)
+	switch {
+	case fails <= 5:
+		d = 20 * time.Millisecond
+	case fails <= 8:
+		d = 20 * time.Millisecond << (fails - 5)
 	}
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }

@@ -38,12 +38,13 @@ func TestFenceKeepsRetryingBrisklyWhileTheCoordinatorIsBusy(t *testing.T) {
 		"the fence's retries slowed down to franz-go's 500 ms / 1 s (%d InitProducerIDs)", len(sent))
 }
 
-// The fence's backoff starts at 50 ms and never exceeds FenceRetryBackoff
-// (plus its jitter).
+// The fence's backoff starts at 20 ms for five tries, doubles, and never
+// exceeds FenceRetryBackoff (plus its jitter).
 func TestFenceBackoff(t *testing.T) {
-	require.InDelta(t, 50*time.Millisecond, fenceBackoff(1), float64(10*time.Millisecond))
-	require.InDelta(t, 100*time.Millisecond, fenceBackoff(2), float64(20*time.Millisecond))
-	for fails := 3; fails < 30; fails++ {
+	for fails, want := range map[int]time.Duration{1: 20, 5: 20, 6: 40, 7: 80, 8: 160} {
+		require.InDelta(t, want*time.Millisecond, fenceBackoff(fails), float64(want*time.Millisecond/5), "try %d", fails)
+	}
+	for fails := 9; fails < 30; fails++ {
 		require.LessOrEqual(t, fenceBackoff(fails), FenceRetryBackoff*6/5)
 		require.GreaterOrEqual(t, fenceBackoff(fails), FenceRetryBackoff*4/5)
 	}
