@@ -145,6 +145,22 @@ func TestChaosShort(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	require.NoError(t, err)
 	dir := t.TempDir()
+	// t.TempDir is removed at the end; keep what a failed cell's workers
+	// logged (cleanups run last-registered first, so this one comes first).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		keep, err := os.MkdirTemp("", "exactly-chaos-short-failed-")
+		if err == nil {
+			err = os.CopyFS(keep, os.DirFS(dir))
+		}
+		if err != nil {
+			t.Logf("keeping the workers' logs: %v", err)
+			return
+		}
+		t.Logf("the workers' logs of this run are kept in %s", keep)
+	})
 	bin := filepath.Join(dir, "worker")
 	build := exec.Command("go", "build", "-o", bin, "./integration/chaos/worker")
 	build.Dir = root
