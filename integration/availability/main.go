@@ -220,10 +220,6 @@ func propMs(path, key string, def int64) (int64, error) {
 	return parseProp(f, path, key, def)
 }
 
-func parseDetection(f io.Reader, path string) (int64, error) {
-	return parseProp(f, path, "broker.session.timeout.ms", 9000)
-}
-
 func parseProp(f io.Reader, path, key string, def int64) (int64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

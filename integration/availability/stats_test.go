@@ -86,14 +86,15 @@ func TestVerdicts(t *testing.T) {
 	require.NotContains(t, table, "PASS")
 }
 
-func TestParseDetection(t *testing.T) {
-	d, err := parseDetection(strings.NewReader("node.id=1\n# comment\nbroker.session.timeout.ms=6000\nbroker.heartbeat.interval.ms=1000\n"), "x")
+func TestParseProp(t *testing.T) {
+	const key = "broker.session.timeout.ms"
+	d, err := parseProp(strings.NewReader("node.id=1\n# comment\nbroker.session.timeout.ms=6000\nbroker.heartbeat.interval.ms=1000\n"), "x", key, 9000)
 	require.NoError(t, err)
 	require.Equal(t, int64(6000), d)
-	d, err = parseDetection(strings.NewReader("node.id=1\n"), "x")
+	d, err = parseProp(strings.NewReader("node.id=1\n"), "x", key, 9000)
 	require.NoError(t, err)
 	require.Equal(t, int64(9000), d, "Kafka's default")
-	_, err = parseDetection(strings.NewReader("broker.session.timeout.ms=six\n"), "/state/node1/server.properties")
+	_, err = parseProp(strings.NewReader("broker.session.timeout.ms=six\n"), "/state/node1/server.properties", key, 9000)
 	require.ErrorContains(t, err, "/state/node1/server.properties")
 }
 
