@@ -229,19 +229,17 @@ func (s *Session) Poll(ctx context.Context, max int) (kgo.Fetches, error) {
 	if err := s.fenceResult(ctx, false); err != nil {
 		return nil, err
 	}
-	var fs kgo.Fetches
+	pctx := ctx
 	if f := s.fencing; f != nil {
 		// Poll while the fence runs, and no longer than it does if it fails.
-		pctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(f.failed, cancel)
-		fs = s.gts.PollRecords(pctx, max)
-		stop()
-		cancel()
-		if err := s.fenceResult(ctx, false); err != nil {
-			return nil, err
-		}
-	} else {
-		fs = s.gts.PollRecords(ctx, max)
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(f.failed, cancel)()
+	}
+	fs := s.gts.PollRecords(pctx, max)
+	if err := s.fenceResult(ctx, false); err != nil {
+		return nil, err
 	}
 	if s.polledGen == 0 && fs.NumRecords() > 0 {
 		s.polledGen = s.gen
