@@ -90,20 +90,24 @@ func TestHooksThatImplementNothingAreRefused(t *testing.T) {
 	require.Contains(t, ce.Error(), "hook 0 (<nil>)")
 }
 
-// beginFails is a fake sink whose first Begin fails.
-type beginFails struct {
+// firstBegin is a fake sink whose first Begin runs first before it begins
+// (and fails with its error, if any).
+type firstBegin struct {
 	*fakeSink
-	failed bool
+	first func() error
+	done  bool
 }
 
-func (s *beginFails) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
+func (s *firstBegin) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
 	return s, nil
 }
 
-func (s *beginFails) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*fakeWriter], error) {
-	if !s.failed {
-		s.failed = true
-		return nil, fmt.Errorf("%w: database unreachable", sinks.ErrAborted)
+func (s *firstBegin) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*fakeWriter], error) {
+	if !s.done {
+		s.done = true
+		if err := s.first(); err != nil {
+			return nil, err
+		}
 	}
 	return s.fakeSink.Begin(ctx, batches)
 }
@@ -113,7 +117,8 @@ func (s *beginFails) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.T
 func TestHooksSeeABeginThatFailed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := &beginFails{fakeSink: &fakeSink{parts: 1, n: 5}}
+	f := &firstBegin{fakeSink: &fakeSink{parts: 1, n: 5},
+		first: func() error { return fmt.Errorf("%w: database unreachable", sinks.ErrAborted) }}
 	f.commit = func([]*sinks.Batch) error { cancel(); return nil }
 	rec := &recorder{}
 	p2, err := pipeline.New[*fakeWriter](f, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
@@ -127,26 +132,6 @@ func TestHooksSeeABeginThatFailed(t *testing.T) {
 	require.Positive(t, rec.committed)
 }
 
-// slowBegin is a fake sink whose first Begin takes longer than the whole
-// transaction timeout (a re-opened Kafka session waiting for its fence).
-type slowBegin struct {
-	*fakeSink
-	took time.Duration
-	slow bool
-}
-
-func (s *slowBegin) Open(context.Context, sinks.SessionConfig) (sinks.Session[*fakeWriter], error) {
-	return s, nil
-}
-
-func (s *slowBegin) Begin(ctx context.Context, batches []*sinks.Batch) (sinks.Txn[*fakeWriter], error) {
-	if !s.slow {
-		s.slow = true
-		time.Sleep(s.took) // the fault: a Begin this slow, not a wait for an event
-	}
-	return s.fakeSink.Begin(ctx, batches)
-}
-
 // The transaction's time budget starts when Begin returned: a slow Begin
 // does not leave the Stage a deadline already past (the batch used to fail
 // as too slow, and a fence slower than StageRetries budgets stopped Run).
@@ -154,7 +139,12 @@ func TestASlowBeginDoesNotEatTheStageBudget(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const txnTimeout = 500 * time.Millisecond
-	f := &slowBegin{fakeSink: &fakeSink{parts: 1, n: 5}, took: 2 * txnTimeout}
+	// The first Begin takes longer than the whole transaction timeout (a
+	// re-opened Kafka session waiting for its fence).
+	f := &firstBegin{fakeSink: &fakeSink{parts: 1, n: 5}, first: func() error {
+		time.Sleep(2 * txnTimeout) // the fault: a Begin this slow, not a wait for an event
+		return nil
+	}}
 	f.commit = func([]*sinks.Batch) error { cancel(); return nil }
 	rec := &recorder{}
 	p, err := pipeline.New[*fakeWriter](f, pipeline.StageFunc[*fakeWriter](func(context.Context, *sinks.Batch, *fakeWriter) error { return nil }),
