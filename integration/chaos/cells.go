@@ -226,7 +226,7 @@ func brokerSchedule(ctx context.Context, r *Run) error {
 			return err
 		}
 		from := r.Progress()
-		if from >= 1 && i > 0 {
+		if i > 0 && r.InputCommitted(ctx) {
 			// The input ran out before this kill (short cells): it could
 			// not land mid-stream, and a restart costs half a minute.
 			r.Note("broker %d: not killed, the whole input was committed before its turn", id)

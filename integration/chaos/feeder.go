@@ -254,19 +254,25 @@ func (c *Cluster) ToolsDir(ctx context.Context) (string, error) {
 }
 
 // firstCommitOrDone waits for p's first commit like Proc.FirstCommit, but
-// returns 0 and no error once the feeder wrote every record and the workers
-// reported every one committed: then p has nothing left to commit (a fault
+// returns 0 and no error once the feeder wrote every record and all are
+// committed (InputCommitted): then p has nothing left to commit (a fault
 // landing after the input ran out, as in the short cells).
 func (r *Run) firstCommitOrDone(ctx context.Context, p *Proc, timeout time.Duration) (time.Duration, error) {
 	deadline := time.Now().Add(timeout)
+	var checked time.Time
 	for {
 		p.mu.Lock()
 		fc := p.firstCommit
 		p.mu.Unlock()
+		done := false
+		if time.Since(checked) >= time.Second {
+			checked = time.Now()
+			done = r.InputCommitted(ctx)
+		}
 		switch {
 		case !fc.IsZero():
 			return fc.Sub(p.Started), nil
-		case r.fed.Load() >= int64(r.Cell.Records) && r.Progress() >= 1:
+		case done:
 			return 0, nil
 		case !p.Alive():
 			_, _, line := p.ExitStatus()
