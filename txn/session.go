@@ -20,7 +20,9 @@ import (
 type Config struct {
 	// ClientOpts are connection options (seed brokers, TLS, SASL, client
 	// id, hooks). They are also used, without ConsumerOpts, for the short
-	// lived client that fences a previous incarnation at Open.
+	// lived client that fences a previous incarnation at Open. The
+	// session sets kgo.WithContext on its own client (see CloseClient), so
+	// one given here does not reach it.
 	ClientOpts []kgo.Opt
 	// ConsumerOpts make the session's client a group consumer: the group,
 	// the topics, read_committed isolation.
@@ -66,13 +68,16 @@ type Config struct {
 // A Session is not safe for concurrent use, except that Produce may be called
 // from many goroutines between Begin and End.
 type Session struct {
-	cfg    Config
-	log    *slog.Logger
-	gts    *kgo.GroupTransactSession
-	inTxn  bool
-	closed bool
-	fenced bool
-	begun  time.Time // when the open transaction began
+	cfg Config
+	log *slog.Logger
+	gts *kgo.GroupTransactSession
+	// cancelClient cancels the context of gts's client (kgo.WithContext);
+	// see CloseClient.
+	cancelClient context.CancelFunc
+	inTxn        bool
+	closed       bool
+	fenced       bool
+	begun        time.Time // when the open transaction began
 	// fencing is the fence of a re-opened session that was still in flight
 	// when its client was created (see overlapAfter); nil once it
 	// succeeded. Begin and Committed wait for it, Poll reports its failure.
@@ -189,15 +194,17 @@ func (s *Session) open(ctx context.Context, overlap bool) error {
 	fenced := time.Since(start)
 	opts := withDefaults(s.cfg.ClientOpts)
 	opts = append(opts, s.cfg.ConsumerOpts...)
-	opts = append(opts, kgo.TransactionalID(s.cfg.TransactionalID))
+	cctx, cancel := context.WithCancel(context.Background())
+	opts = append(opts, kgo.TransactionalID(s.cfg.TransactionalID), kgo.WithContext(cctx))
 	gts, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
+		cancel()
 		if f != nil {
 			f.stop()
 		}
 		return fmt.Errorf("txn: creating the transactional client: %w", err)
 	}
-	s.gts = gts
+	s.gts, s.cancelClient = gts, cancel
 	s.gen++
 	s.fencing = f
 	if f != nil {
@@ -494,16 +501,68 @@ func (s *Session) replaced(op string, cause error) error {
 	return fencedBy(op, s.cfg.TransactionalID, group, instance, cause)
 }
 
-func (s *Session) discard() {
+func (s *Session) discard() { s.discardCtx(context.Background()) }
+
+// discardCtx closes the client like discard; ctx may cut CloseClient's
+// grace short. It reports whether the close had to be interrupted.
+func (s *Session) discardCtx(ctx context.Context) (interrupted bool) {
 	if f := s.fencing; f != nil {
 		s.fencing = nil
 		f.stop()
 	}
 	if s.gts == nil {
-		return
+		return false
 	}
-	s.gts.Close()
-	s.gts = nil
+	gts, cancel := s.gts, s.cancelClient
+	s.gts, s.cancelClient = nil, nil
+	if CloseClient(ctx, gts.Client(), cancel, CloseGrace) {
+		s.log.Info("closing the client: the group did not answer its join within the grace; interrupted it",
+			"transactional_id", s.cfg.TransactionalID, "grace", CloseGrace)
+		return true
+	}
+	return false
+}
+
+// CloseGrace is how long CloseClient lets a client's Close wait for the
+// group before it interrupts it.
+const CloseGrace = 2 * time.Second
+
+// CloseClient closes cl, a client created with kgo.WithContext(cctx) where
+// cancel cancels cctx, in at most about grace (less if ctx ends sooner), and
+// reports whether it had to interrupt it.
+//
+// franz-go's Close waits for an in-flight JoinGroup or SyncGroup to be
+// answered: it sends them on the client's own context, so that a final
+// commit in OnPartitionsRevoked stays possible. The coordinator answers a
+// JoinGroup once every member has rejoined or was dropped; when a member
+// went away without leaving the group (a static member, a crash), that is
+// its session timeout, or the rebalance timeout, later. A closing client
+// needs no answer, so past grace CloseClient cancels cctx, which fails the
+// request at once. An interrupted Close may not have sent its LeaveGroup:
+// the caller sends one itself (LeaveGroup).
+func CloseClient(ctx context.Context, cl *kgo.Client, cancel context.CancelFunc, grace time.Duration) (interrupted bool) {
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cl.Close()
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	select {
+	case <-done: // finished just now
+		return false
+	default:
+	}
+	cancel()
+	<-done
+	return true
 }
 
 // Close aborts an open transaction (bounded by ctx) and leaves the group.
@@ -520,8 +579,10 @@ func (s *Session) Close(ctx context.Context) error {
 		instance, _ = cl.OptValue(kgo.InstanceID).(string)
 		member, _ = cl.GroupMetadata()
 	}
-	s.discard()
-	if s.cfg.LeaveOnClose && !s.fenced && member != "" && instance != "" {
+	interrupted := s.discardCtx(ctx)
+	// A static member leaves here (its client does not); so does any
+	// member whose client was interrupted before it could leave.
+	if !s.fenced && member != "" && (s.cfg.LeaveOnClose && instance != "" || interrupted) {
 		if lerr := LeaveGroup(ctx, s.cfg.ClientOpts, group, member, instance); lerr != nil {
 			s.log.Warn("leaving the group", "err", lerr)
 		}
@@ -533,6 +594,7 @@ func (s *Session) Close(ctx context.Context) error {
 // its partitions are reassigned at once instead of after the session
 // timeout. The broker refuses it (FENCED_INSTANCE_ID) if a newer member took
 // the instance id over, so a replaced instance cannot remove its successor.
+// An empty instanceID leaves as the dynamic member memberID.
 func LeaveGroup(ctx context.Context, clientOpts []kgo.Opt, group, memberID, instanceID string) error {
 	cl, err := kgo.NewClient(clientOpts...)
 	if err != nil {
@@ -543,7 +605,9 @@ func LeaveGroup(ctx context.Context, clientOpts []kgo.Opt, group, memberID, inst
 	req.Group = group
 	m := kmsg.NewLeaveGroupRequestMember()
 	m.MemberID = memberID
-	m.InstanceID = &instanceID
+	if instanceID != "" {
+		m.InstanceID = &instanceID
+	}
 	m.Reason = kmsg.StringPtr("exactly: clean shutdown")
 	req.Members = append(req.Members, m)
 	resp, err := req.RequestWith(ctx, cl)

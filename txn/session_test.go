@@ -378,3 +378,53 @@ func TestABatchOfADiscardedClientIsNotCommitted(t *testing.T) {
 
 	commitAgain(t, brokers, s, "the records are polled again from the committed offsets")
 }
+
+// TestCloseDoesNotWaitForAJoinThatWaitsForAGoneMember: static member B went
+// away without leaving the group (a static member's client does not leave
+// on Close). A's join then waits for B to rejoin until B's session times out
+// (45 s here), and franz-go's Close waits for that join's answer. Close must
+// not: it interrupts the client after CloseGrace and returns. Before, it returned only once the coordinator dropped B
+// (about 45 s).
+func TestCloseDoesNotWaitForAJoinThatWaitsForAGoneMember(t *testing.T) {
+	_, brokers := testkit.Cluster(t, 1, "in", "out")
+	assigned := make(chan struct{}, 1)
+	b, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("in"),
+		kgo.InstanceID("b"), kgo.SessionTimeout(45*time.Second),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			select {
+			case assigned <- struct{}{}:
+			default:
+			}
+		}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pollDone := make(chan struct{})
+	go func() { defer close(pollDone); b.PollRecords(ctx, 1) }()
+	select {
+	case <-assigned:
+	case <-ctx.Done():
+		t.Fatal("b was never assigned its partitions")
+	}
+	b.Close() // static: no LeaveGroup
+	<-pollDone
+
+	a := open(t, brokers, "a")
+	acl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	defer acl.Close()
+	adm := kadm.NewClient(acl)
+	require.Eventually(t, func() bool { // a's join is waiting for b
+		gs, err := adm.DescribeGroups(ctx, "g")
+		return err == nil && gs["g"].State == "PreparingRebalance"
+	}, 30*time.Second, 20*time.Millisecond)
+
+	start := time.Now()
+	require.NoError(t, a.Close(ctx))
+	took := time.Since(start)
+	t.Logf("Close took %v with a join in flight (grace %v)", took, txn.CloseGrace)
+	require.Less(t, took, 20*time.Second, "Close waited for the coordinator to drop the gone member")
+	// a's first join was never answered, so a does not know its member
+	// id and cannot leave (leaving by instance id alone could remove a
+	// successor): the coordinator drops it after its session timeout.
+}

@@ -65,7 +65,10 @@ func (p *Sink) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session
 		// returns. The mirror's goroutine starts once s.cl is set.
 		s.mirror = newPgMirror(s)
 	}
+	cctx, cancelClient := context.WithCancel(context.Background())
+	s.cancelClient = cancelClient
 	opts := append(consumerClientOpts(cfg),
+		kgo.WithContext(cctx), // see txn.CloseClient
 		kgo.AdjustFetchOffsetsFn(s.adjust),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.disown(m, "revoked") }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.disown(m, "lost") }),
@@ -73,6 +76,7 @@ func (p *Sink) Open(ctx context.Context, cfg sinks.SessionConfig) (sinks.Session
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		cancel()
+		cancelClient()
 		if s.mirror != nil {
 			s.mirror.cancel()
 		}
@@ -96,9 +100,11 @@ type pgSession struct {
 	cl     *kgo.Client
 	ctx    context.Context // the session's lifetime
 	cancel context.CancelFunc
-	mirror *pgMirror
-	ledger *ledger
-	fenced atomic.Bool
+	// cancelClient cancels cl's context (kgo.WithContext): txn.CloseClient.
+	cancelClient context.CancelFunc
+	mirror       *pgMirror
+	ledger       *ledger
+	fenced       atomic.Bool
 
 	// Used only by the caller's goroutine.
 	cur    *pgTxn
@@ -283,8 +289,13 @@ func (s *pgSession) Close(ctx context.Context) error {
 	member, _ := s.cl.GroupMetadata()
 	instance, _ := s.cl.OptValue(kgo.InstanceID).(string)
 	s.cancel()
-	s.cl.Close()
-	if s.cfg.StaticMember && !s.fenced.Load() && member != "" && instance != "" {
+	interrupted := txn.CloseClient(ctx, s.cl, s.cancelClient, txn.CloseGrace)
+	if interrupted {
+		s.log.Info("closing the consumer: the group did not answer its join within the grace; interrupted it", "grace", txn.CloseGrace)
+	}
+	// A static member leaves here (its client does not); so does any
+	// member whose client was interrupted before it could leave.
+	if !s.fenced.Load() && member != "" && (s.cfg.StaticMember && instance != "" || interrupted) {
 		if lerr := txn.LeaveGroup(ctx, s.cfg.ClientOpts, s.cfg.Group, member, instance); lerr != nil {
 			s.log.Warn("leaving the group", "err", lerr)
 		}

@@ -1,9 +1,12 @@
 package sinktest
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
@@ -183,4 +186,52 @@ func testZombie[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static, pr
 	RequireEffects(t, h, env, Range(env.Input, 0, 0, n))
 	Close(t, b)
 	_ = closeSession(a) // a zombie's close may report its fencing
+}
+
+// testCloseDuringJoin: static member "gone" was assigned and went away
+// without leaving the group (a static member's client does not leave on
+// Close). A session that joins next waits in the rebalance for "gone" to
+// rejoin until the coordinator drops it (16 s on kfake; on Kafka its
+// rebalance timeout, 45 s here), and franz-go's Close waits for that join's
+// answer. Close must not: the sessions interrupt their client
+// (txn.CloseClient) and return.
+func testCloseDuringJoin[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, static bool) {
+	env := newEnv(t, 2, 0)
+	env.Static = static
+	sink := h.Sink(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
+	defer cancel()
+	assigned := make(chan struct{}, 1)
+	gone, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.ConsumerGroup(env.Group), kgo.ConsumeTopics(env.Input),
+		kgo.InstanceID("gone"), kgo.SessionTimeout(45*time.Second), kgo.RebalanceTimeout(45*time.Second),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			select {
+			case assigned <- struct{}{}:
+			default:
+			}
+		}))
+	require.NoError(t, err)
+	polled := make(chan struct{})
+	go func() { defer close(polled); gone.PollRecords(ctx, 1) }()
+	select {
+	case <-assigned:
+	case <-ctx.Done():
+		t.Fatal("the member that goes away was never assigned its partitions")
+	}
+	gone.Close() // static: no LeaveGroup
+	<-polled
+
+	s := Open(t, sink, SessionConfig(env, "a"))
+	adm, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer adm.Close()
+	require.Eventually(t, func() bool { // a's join waits for "gone"
+		gs, err := kadm.NewClient(adm).DescribeGroups(ctx, env.Group)
+		return err == nil && gs[env.Group].State == "PreparingRebalance"
+	}, PollTimeout, 20*time.Millisecond, "the session's join never started a rebalance")
+	start := time.Now()
+	Close(t, s)
+	took := time.Since(start)
+	t.Logf("Close took %v with the join waiting", took)
+	require.Less(t, took, 10*time.Second, "Close waited for the coordinator to drop the member that went away (about 16 s on kfake before the fix)")
 }

@@ -16,6 +16,8 @@
 //     session closed with its transaction open;
 //   - sessions resume from the committed offsets across close and open;
 //   - Rollback is safe after Commit and safe twice;
+//   - Close returns promptly while the session's group join waits for a
+//     member that went away without leaving;
 //   - a zombie is fenced: an instance paused past its session timeout while
 //     another took its partition over and committed the same records fails
 //     its commit, and every effect is visible exactly once — also when its
@@ -174,6 +176,7 @@ func RunOn[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc) {
 		{"OffsetsAtomicWithWrites", testOffsetsAtomic[W]},
 		{"ResumeAcrossSessions", testResume[W]},
 		{"RollbackSafeAfterCommitAndTwice", testRollbackSafe[W]},
+		{"CloseDuringAJoinThatWaits", testCloseDuringJoin[W]},
 		{"ZombieFenced", func(t *testing.T, h Harness[W], ne NewEnvFunc, static bool) {
 			testZombie(t, h, ne, static, true, false)
 		}},
