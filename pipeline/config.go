@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -216,7 +217,7 @@ func OnCommit(fn func(CommitInfo)) Opt {
 // break exactly-once are refused by New with an error that says why:
 // read_uncommitted isolation, disabled idempotence, acks other than all,
 // and options the pipeline sets itself (group, topics, transactional id,
-// auto-commit).
+// auto-commit, the client's context).
 func ClientOpts(opts ...kgo.Opt) Opt {
 	return opt(func(c *config) { c.clientOpts = append(c.clientOpts, opts...) })
 }
@@ -338,6 +339,9 @@ func (c *config) checkClientOpts() error {
 	}
 	if v, ok := cl.OptValue(kgo.BlockRebalanceOnPoll).(bool); ok && v {
 		return refuse("kgo.BlockRebalanceOnPoll", "the pipeline aborts on revoke instead of blocking rebalances")
+	}
+	if v, ok := cl.OptValue(kgo.WithContext).(context.Context); ok && v != nil {
+		return refuse("kgo.WithContext", "the sessions' clients run on contexts of their own, so that closing one can interrupt a group join (txn.CloseClient); stop the pipeline by cancelling Run's context")
 	}
 	if len(c.brokers) == 0 {
 		if v, _ := cl.OptValue(kgo.SeedBrokers).([]string); len(v) == 1 && v[0] == unsetSeed {

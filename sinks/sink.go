@@ -63,7 +63,9 @@ type Sink[W any] interface {
 type SessionConfig struct {
 	// ClientOpts are the connection options every client of the session
 	// may use: seed brokers and the user's own options (TLS, SASL, client
-	// id, logger, hooks).
+	// id, logger, hooks). Both sinks give their session's client a context
+	// of their own (kgo.WithContext; see txn.CloseClient), which the
+	// pipeline therefore refuses here.
 	ClientOpts []kgo.Opt
 	// ConsumerOpts make a client the pipeline's consumer: the group, the
 	// topics, read_committed isolation, no auto-commit, timeouts. A sink

@@ -420,7 +420,11 @@ func (s *Session) Committed(ctx context.Context, next map[string]map[int32]int64
 // recreate discards the client and, while ctx allows, opens a new one
 // (fencing the old epoch); otherwise the next call re-opens it.
 func (s *Session) recreate(ctx context.Context) {
-	s.discard()
+	if s.closed {
+		s.discardCtx(ctx, true) // in Close: leave as Close would
+	} else {
+		s.discard()
+	}
 	if !s.closed && ctx.Err() == nil {
 		if rerr := s.open(ctx, true); rerr != nil {
 			s.log.Warn("re-opening the session failed; will retry on next poll", "err", rerr)
@@ -501,30 +505,49 @@ func (s *Session) replaced(op string, cause error) error {
 	return fencedBy(op, s.cfg.TransactionalID, group, instance, cause)
 }
 
-func (s *Session) discard() { s.discardCtx(context.Background()) }
+// discard closes the client (re-creation, a failed fence or Begin): no
+// transaction of it is open, or its outcome no longer matters.
+func (s *Session) discard() { s.discardCtx(context.Background(), false) }
 
-// discardCtx closes the client like discard; ctx may cut CloseClient's
-// grace short. It reports whether the close had to be interrupted.
-func (s *Session) discardCtx(ctx context.Context) (interrupted bool) {
+// discardCtx closes the client in at most about CloseGrace (less if ctx
+// ends; CloseClient). closing says the session is closing for good: a
+// static member then leaves the group if LeaveOnClose is set. A member
+// whose close was interrupted leaves too if it is dynamic: its client could
+// not, and no successor takes its place (a static member's next client
+// takes over its instance id). A fenced session never leaves.
+func (s *Session) discardCtx(ctx context.Context, closing bool) {
 	if f := s.fencing; f != nil {
 		s.fencing = nil
 		f.stop()
 	}
 	if s.gts == nil {
-		return false
+		return
 	}
-	gts, cancel := s.gts, s.cancelClient
+	cl, cancel := s.gts.Client(), s.cancelClient
 	s.gts, s.cancelClient = nil, nil
-	if CloseClient(ctx, gts.Client(), cancel, CloseGrace) {
-		s.log.Info("closing the client: the group did not answer its join within the grace; interrupted it",
+	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
+	instance, _ := cl.OptValue(kgo.InstanceID).(string)
+	interrupted := CloseClient(ctx, cl, cancel, CloseGrace)
+	if interrupted {
+		s.log.Info("closing the client took longer than its grace; interrupted it (a group join waiting for its answer, or a broker not answering)",
 			"transactional_id", s.cfg.TransactionalID, "grace", CloseGrace)
-		return true
 	}
-	return false
+	member, _ := cl.GroupMetadata() // after the close: a join may have given it one (KIP-394)
+	if s.fenced || member == "" || !(closing && s.cfg.LeaveOnClose && instance != "" || interrupted && instance == "") {
+		return
+	}
+	lctx, lcancel := LeaveContext(ctx)
+	defer lcancel()
+	if err := LeaveGroup(lctx, s.cfg.ClientOpts, group, member, instance); err != nil {
+		if interrupted && errors.Is(err, kerr.UnknownMemberID) {
+			return // its client had left after all
+		}
+		s.log.Warn("leaving the group", "err", err)
+	}
 }
 
-// CloseGrace is how long CloseClient lets a client's Close wait for the
-// group before it interrupts it.
+// CloseGrace is how long CloseClient lets a client's Close take before it
+// interrupts it.
 const CloseGrace = 2 * time.Second
 
 // CloseClient closes cl, a client created with kgo.WithContext(cctx) where
@@ -538,8 +561,9 @@ const CloseGrace = 2 * time.Second
 // went away without leaving the group (a static member, a crash), that is
 // its session timeout, or the rebalance timeout, later. A closing client
 // needs no answer, so past grace CloseClient cancels cctx, which fails the
-// request at once. An interrupted Close may not have sent its LeaveGroup:
-// the caller sends one itself (LeaveGroup).
+// request at once. Records still buffered are failed as by any Close. An
+// interrupted Close may not have sent its LeaveGroup: the caller sends one
+// itself if it must (LeaveGroup, on a LeaveContext).
 func CloseClient(ctx context.Context, cl *kgo.Client, cancel context.CancelFunc, grace time.Duration) (interrupted bool) {
 	defer cancel()
 	done := make(chan struct{})
@@ -565,28 +589,26 @@ func CloseClient(ctx context.Context, cl *kgo.Client, cancel context.CancelFunc,
 	return true
 }
 
-// Close aborts an open transaction (bounded by ctx) and leaves the group.
+// LeaveContext is the context a closing session leaves its group on: ctx
+// while it has at least CloseGrace left, else CloseGrace from now, so that
+// a Close whose budget an abort used up still leaves.
+func LeaveContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ctx.Err() == nil && (!ok || time.Until(d) >= CloseGrace) {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), CloseGrace)
+}
+
+// Close aborts an open transaction (bounded by ctx), closes the client and
+// leaves the group (see discardCtx; both bounded by about CloseGrace when
+// ctx is done or short).
 func (s *Session) Close(ctx context.Context) error {
 	var err error
 	s.closed = true
 	if s.inTxn && s.gts != nil {
 		err = s.End(ctx, false)
 	}
-	var group, member, instance string
-	if s.gts != nil {
-		cl := s.gts.Client()
-		group, _ = cl.OptValue(kgo.ConsumerGroup).(string)
-		instance, _ = cl.OptValue(kgo.InstanceID).(string)
-		member, _ = cl.GroupMetadata()
-	}
-	interrupted := s.discardCtx(ctx)
-	// A static member leaves here (its client does not); so does any
-	// member whose client was interrupted before it could leave.
-	if !s.fenced && member != "" && (s.cfg.LeaveOnClose && instance != "" || interrupted) {
-		if lerr := LeaveGroup(ctx, s.cfg.ClientOpts, group, member, instance); lerr != nil {
-			s.log.Warn("leaving the group", "err", lerr)
-		}
-	}
+	s.discardCtx(ctx, true)
 	return err
 }
 
@@ -610,16 +632,20 @@ func LeaveGroup(ctx context.Context, clientOpts []kgo.Opt, group, memberID, inst
 	}
 	m.Reason = kmsg.StringPtr("exactly: clean shutdown")
 	req.Members = append(req.Members, m)
+	as := instanceID
+	if as == "" {
+		as = "member " + memberID
+	}
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
-		return fmt.Errorf("txn: leaving group %q as %q: %w", group, instanceID, err)
+		return fmt.Errorf("txn: leaving group %q as %q: %w", group, as, err)
 	}
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		return fmt.Errorf("txn: leaving group %q as %q: %w", group, instanceID, err)
+		return fmt.Errorf("txn: leaving group %q as %q: %w", group, as, err)
 	}
 	for _, m := range resp.Members {
 		if err := kerr.ErrorForCode(m.ErrorCode); err != nil {
-			return fmt.Errorf("txn: leaving group %q as %q: %w", group, instanceID, err)
+			return fmt.Errorf("txn: leaving group %q as %q: %w", group, as, err)
 		}
 	}
 	return nil

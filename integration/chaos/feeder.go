@@ -266,8 +266,8 @@ func (r *Run) firstCommitOrDone(ctx context.Context, p *Proc, timeout time.Durat
 		p.mu.Unlock()
 		done := false
 		if time.Since(checked) >= time.Second {
-			checked = time.Now()
 			done = r.InputCommitted(ctx)
+			checked = time.Now()
 		}
 		switch {
 		case !fc.IsZero():

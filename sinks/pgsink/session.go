@@ -286,17 +286,21 @@ func (s *pgSession) Close(ctx context.Context) error {
 	if s.mirror != nil {
 		s.mirror.stop(ctx)
 	}
-	member, _ := s.cl.GroupMetadata()
 	instance, _ := s.cl.OptValue(kgo.InstanceID).(string)
 	s.cancel()
 	interrupted := txn.CloseClient(ctx, s.cl, s.cancelClient, txn.CloseGrace)
 	if interrupted {
-		s.log.Info("closing the consumer: the group did not answer its join within the grace; interrupted it", "grace", txn.CloseGrace)
+		s.log.Info("closing the consumer took longer than its grace; interrupted it (a group join waiting for its answer, or a broker not answering)",
+			"grace", txn.CloseGrace)
 	}
-	// A static member leaves here (its client does not); so does any
+	// A static member leaves here (its client does not); so does a dynamic
 	// member whose client was interrupted before it could leave.
-	if !s.fenced.Load() && member != "" && (s.cfg.StaticMember && instance != "" || interrupted) {
-		if lerr := txn.LeaveGroup(ctx, s.cfg.ClientOpts, s.cfg.Group, member, instance); lerr != nil {
+	member, _ := s.cl.GroupMetadata() // after the close: a join may have given it one (KIP-394)
+	if !s.fenced.Load() && member != "" && (s.cfg.StaticMember && instance != "" || interrupted && instance == "") {
+		lctx, lcancel := txn.LeaveContext(ctx)
+		defer lcancel()
+		if lerr := txn.LeaveGroup(lctx, s.cfg.ClientOpts, s.cfg.Group, member, instance); lerr != nil &&
+			!(interrupted && errors.Is(lerr, kerr.UnknownMemberID)) {
 			s.log.Warn("leaving the group", "err", lerr)
 		}
 	}
