@@ -416,8 +416,9 @@ func (r *Run) WaitProgress(ctx context.Context, frac float64, timeout time.Durat
 
 // InputCommitted tells whether the feeder has written every record and all
 // of them are committed. The workers' COMMIT lines undercount: a commit whose
-// outcome its worker could not learn (a broker killed during EndTxn) may have
-// committed, and then no worker ever reports its records. So when the reports
+// outcome its worker could not learn (a broker killed during EndTxn, a lost
+// answer) may have committed, and a worker SIGKILLed between its commit and
+// its report never reports it. So when the reports
 // fall short, the group's committed offsets decide (each look at most 5 s, so
 // that a dead coordinator does not hold up the schedule); the first time they
 // settle it, a note says by how many records the reports fell short.
@@ -434,7 +435,7 @@ func (r *Run) InputCommitted(ctx context.Context) bool {
 		return false
 	}
 	r.unreportedOnce.Do(func() {
-		r.Note("the group committed every input record; the workers reported %d of %d (the rest committed in a transaction whose outcome its worker could not learn)",
+		r.Note("the group committed every input record; the workers reported %d of %d (the rest committed in transactions no worker reported: an outcome its worker could not learn, or a worker killed before its report)",
 			r.committed.Load(), r.Cell.Records)
 	})
 	return true

@@ -57,5 +57,5 @@ func TestWaitProgressCountsWhatTheGroupCommitted(t *testing.T) {
 
 	r.fed.Store(10)
 	require.NoError(t, r.WaitProgress(ctx, 1, 10*time.Second))
-	require.Equal(t, []string{"the group committed every input record; the workers reported 9 of 10 (the rest committed in a transaction whose outcome its worker could not learn)"}, r.notes)
+	require.Equal(t, []string{"the group committed every input record; the workers reported 9 of 10 (the rest committed in transactions no worker reported: an outcome its worker could not learn, or a worker killed before its report)"}, r.notes)
 }
