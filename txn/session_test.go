@@ -387,38 +387,12 @@ func TestABatchOfADiscardedClientIsNotCommitted(t *testing.T) {
 // (about 45 s).
 func TestCloseDoesNotWaitForAJoinThatWaitsForAGoneMember(t *testing.T) {
 	_, brokers := testkit.Cluster(t, 1, "in", "out")
-	assigned := make(chan struct{}, 1)
-	b, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("in"),
-		kgo.InstanceID("b"), kgo.SessionTimeout(45*time.Second),
-		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
-			select {
-			case assigned <- struct{}{}:
-			default:
-			}
-		}))
-	require.NoError(t, err)
+	testkit.GoneMember(t, brokers, "g", "in", "b", 45*time.Second)
+	a := open(t, brokers, "a")
+	testkit.AwaitRebalancing(t, brokers, "g", 30*time.Second) // a's join waits for b
+
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pollDone := make(chan struct{})
-	go func() { defer close(pollDone); b.PollRecords(ctx, 1) }()
-	select {
-	case <-assigned:
-	case <-ctx.Done():
-		t.Fatal("b was never assigned its partitions")
-	}
-	b.Close() // static: no LeaveGroup
-	<-pollDone
-
-	a := open(t, brokers, "a")
-	acl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	require.NoError(t, err)
-	defer acl.Close()
-	adm := kadm.NewClient(acl)
-	require.Eventually(t, func() bool { // a's join is waiting for b
-		gs, err := adm.DescribeGroups(ctx, "g")
-		return err == nil && gs["g"].State == "PreparingRebalance"
-	}, 30*time.Second, 20*time.Millisecond)
-
 	start := time.Now()
 	require.NoError(t, a.Close(ctx))
 	took := time.Since(start)

@@ -90,6 +90,31 @@ func (t *trigger) await(ctx context.Context, timeout time.Duration, what string)
 	}
 }
 
+// awaitUnlessDone is t.await, except that it gives up, reporting done,
+// once the whole input is committed (InputCommitted, looked at about once a
+// second): then no EndTxn or COMMIT is left to come. A short cell's input
+// can run out while a broker of the previous round restarts.
+func (r *Run) awaitUnlessDone(ctx context.Context, t *trigger, timeout time.Duration, what string) (done bool, err error) {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.fired:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-tick.C:
+		}
+		if r.InputCommitted(ctx) {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, fmt.Errorf("%s did not happen within %v", what, timeout)
+		}
+	}
+}
+
 func (r *Run) faultState() *faults {
 	r.mu.Lock()
 	defer r.mu.Unlock()

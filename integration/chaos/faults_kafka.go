@@ -104,12 +104,16 @@ func midCommitKillSchedule(kind string) func(context.Context, *Run) error {
 			var killErr error
 			t := newTrigger(match, func(string, int) { killErr = r.Cfg.Cluster.KillNow(node) })
 			r.arm(t)
-			err := t.await(ctx, time.Minute, "an EndTxn for "+what)
+			done, err := r.awaitUnlessDone(ctx, t, time.Minute, "an EndTxn for "+what)
 			if r.disarm(t) {
-				err = nil // it fired after all: go on and heal it
+				done, err = false, nil // it fired after all: go on and heal it
 			}
 			if err != nil {
 				return err
+			}
+			if done {
+				r.Note("round %d: no kill, the whole input was committed before an EndTxn for %s came", round+1, what)
+				continue
 			}
 			if killErr != nil {
 				return killErr

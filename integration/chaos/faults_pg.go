@@ -36,12 +36,16 @@ func pgCrashSchedule(ctx context.Context, r *Run) error {
 		t := newTrigger(func(worker string, _ int, key int16) bool { return worker == id && key == phaseKey(phase) },
 			func(string, int) { stopErr = r.Stop(p, syscall.SIGKILL) })
 		r.arm(t)
-		err := t.await(ctx, time.Minute, id+"'s next COMMIT")
+		done, err := r.awaitUnlessDone(ctx, t, time.Minute, id+"'s next COMMIT")
 		if r.disarm(t) {
-			err = nil // it fired after all: go on and heal it
+			done, err = false, nil // it fired after all: go on and heal it
 		}
 		if err != nil {
 			return err
+		}
+		if done {
+			r.Note("kill %d: none, the whole input was committed before %s's next COMMIT", k+1, id)
+			continue
 		}
 		if stopErr != nil {
 			return stopErr
@@ -55,9 +59,13 @@ func pgCrashSchedule(ctx context.Context, r *Run) error {
 		if err != nil {
 			return err
 		}
-		took, err := np.FirstCommit(ctx, 90*time.Second)
+		took, err := r.firstCommitOrDone(ctx, np, 90*time.Second)
 		if err != nil {
 			r.Fail("%v", err)
+			continue
+		}
+		if took == 0 {
+			r.Note("SIGKILL %s %s its COMMIT at %.0f%%: the whole input was committed before its restart committed anything", id, phase, 100*at)
 			continue
 		}
 		r.mu.Lock()

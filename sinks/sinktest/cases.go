@@ -1,12 +1,10 @@
 package sinktest
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
@@ -199,36 +197,9 @@ func testCloseDuringJoin[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, s
 	env := newEnv(t, 2, 0)
 	env.Static = static
 	sink := h.Sink(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), PollTimeout)
-	defer cancel()
-	assigned := make(chan struct{}, 1)
-	gone, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.ConsumerGroup(env.Group), kgo.ConsumeTopics(env.Input),
-		kgo.InstanceID("gone"), kgo.SessionTimeout(45*time.Second), kgo.RebalanceTimeout(45*time.Second),
-		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
-			select {
-			case assigned <- struct{}{}:
-			default:
-			}
-		}))
-	require.NoError(t, err)
-	polled := make(chan struct{})
-	go func() { defer close(polled); gone.PollRecords(ctx, 1) }()
-	select {
-	case <-assigned:
-	case <-ctx.Done():
-		t.Fatal("the member that goes away was never assigned its partitions")
-	}
-	gone.Close() // static: no LeaveGroup
-	<-polled
-
+	testkit.GoneMember(t, env.Brokers, env.Group, env.Input, "gone", 45*time.Second)
 	s := Open(t, sink, SessionConfig(env, "a"))
-	adm, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
-	require.NoError(t, err)
-	defer adm.Close()
-	require.Eventually(t, func() bool { // a's join waits for "gone"
-		gs, err := kadm.NewClient(adm).DescribeGroups(ctx, env.Group)
-		return err == nil && gs[env.Group].State == "PreparingRebalance"
-	}, PollTimeout, 20*time.Millisecond, "the session's join never started a rebalance")
+	testkit.AwaitRebalancing(t, env.Brokers, env.Group, PollTimeout) // a's join waits for "gone"
 	start := time.Now()
 	Close(t, s)
 	took := time.Since(start)
@@ -240,15 +211,6 @@ func testCloseDuringJoin[W any](t *testing.T, h Harness[W], newEnv NewEnvFunc, s
 	// A dynamic member got its member id with its first join's answer
 	// (KIP-394, MEMBER_ID_REQUIRED); its client could not leave, so the
 	// session did.
-	gs, err := kadm.NewClient(adm).DescribeGroups(ctx, env.Group)
-	require.NoError(t, err)
-	var members []string
-	for _, m := range gs[env.Group].Members {
-		id := m.MemberID
-		if m.InstanceID != nil {
-			id = *m.InstanceID
-		}
-		members = append(members, id)
-	}
+	members, _ := testkit.GroupMembers(t, env.Brokers, env.Group)
 	require.Equal(t, []string{"gone"}, members, "the closed session is still a member of the group")
 }
