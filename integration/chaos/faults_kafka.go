@@ -127,11 +127,19 @@ func midCommitKillSchedule(kind string) func(context.Context, *Run) error {
 			if kind == "coordinator" {
 				who = "w1"
 			}
-			var first commitEvent
+			var (
+				first   commitEvent
+				drained bool // the kill came at the input's last EndTxn: no batch is left to begin
+				checked time.Time
+			)
 			err = r.WaitFor(ctx, 2*time.Minute, "a commit of a batch begun after the kill", func(context.Context) (bool, error) {
 				c, ok := r.firstCommitAfter(who, killed)
 				first = c
-				return ok, nil
+				if !ok && time.Since(checked) >= time.Second {
+					drained = r.InputCommitted(ctx)
+					checked = time.Now()
+				}
+				return ok || drained, nil
 			})
 			resumed := time.Since(killed)
 			if err == nil {
@@ -142,6 +150,11 @@ func midCommitKillSchedule(kind string) func(context.Context, *Run) error {
 			}
 			if err != nil {
 				r.Fail("round %d, node %d down: %v", round+1, node, err)
+				continue
+			}
+			if first.worker == "" && drained {
+				r.Note("round %d: kill -9 of node %d (%s) at %.0f%%, right after %s's proxy forwarded an EndTxn; the whole input was committed %v after the kill, no batch left to begin",
+					round+1, node, what, 100*from, t.worker, resumed.Round(time.Millisecond))
 				continue
 			}
 			r.Note("round %d: kill -9 of node %d (%s) at %.0f%%, right after %s's proxy forwarded an EndTxn; first commit of a batch begun after the kill: %s after %v (broker still down); back with full ISRs %v after the kill",
