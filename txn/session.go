@@ -510,11 +510,9 @@ func (s *Session) replaced(op string, cause error) error {
 func (s *Session) discard() { s.discardCtx(context.Background(), false) }
 
 // discardCtx closes the client in at most about CloseGrace (less if ctx
-// ends; CloseClient). closing says the session is closing for good: a
-// static member then leaves the group if LeaveOnClose is set. A member
-// whose close was interrupted leaves too if it is dynamic: its client could
-// not, and no successor takes its place (a static member's next client
-// takes over its instance id). A fenced session never leaves.
+// ends) and leaves the group if it must (CloseMember). closing says the
+// session is closing for good: a static member then leaves if LeaveOnClose
+// is set.
 func (s *Session) discardCtx(ctx context.Context, closing bool) {
 	if f := s.fencing; f != nil {
 		s.fencing = nil
@@ -525,24 +523,35 @@ func (s *Session) discardCtx(ctx context.Context, closing bool) {
 	}
 	cl, cancel := s.gts.Client(), s.cancelClient
 	s.gts, s.cancelClient = nil, nil
+	CloseMember(ctx, cl, cancel, s.cfg.ClientOpts, closing && s.cfg.LeaveOnClose, s.fenced, s.log)
+}
+
+// CloseMember closes cl, a group consumer created with kgo.WithContext(cctx)
+// where cancel cancels cctx (CloseClient), and makes its member leave the
+// group when it must: a static member if leaveStatic (its client does not
+// leave), a dynamic one if its close was interrupted before its client could
+// leave (no successor takes its place; a static member's next client takes
+// over its instance id). A fenced member never leaves: its successor holds
+// its place. The leave runs on LeaveContext(ctx); failures are logged.
+func CloseMember(ctx context.Context, cl *kgo.Client, cancel context.CancelFunc, clientOpts []kgo.Opt, leaveStatic, fenced bool, log *slog.Logger) {
 	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
 	instance, _ := cl.OptValue(kgo.InstanceID).(string)
 	interrupted := CloseClient(ctx, cl, cancel, CloseGrace)
 	if interrupted {
-		s.log.Info("closing the client took longer than its grace; interrupted it (a group join waiting for its answer, or a broker not answering)",
-			"transactional_id", s.cfg.TransactionalID, "grace", CloseGrace)
+		log.Info("closing the client took longer than its grace; interrupted it (a group join waiting for its answer, or a broker not answering)",
+			"group", group, "grace", CloseGrace)
 	}
 	member, _ := cl.GroupMetadata() // after the close: a join may have given it one (KIP-394)
-	if s.fenced || member == "" || !(closing && s.cfg.LeaveOnClose && instance != "" || interrupted && instance == "") {
+	if fenced || member == "" || !(leaveStatic && instance != "" || interrupted && instance == "") {
 		return
 	}
 	lctx, lcancel := LeaveContext(ctx)
 	defer lcancel()
-	if err := LeaveGroup(lctx, s.cfg.ClientOpts, group, member, instance); err != nil {
+	if err := LeaveGroup(lctx, clientOpts, group, member, instance); err != nil {
 		if interrupted && errors.Is(err, kerr.UnknownMemberID) {
 			return // its client had left after all
 		}
-		s.log.Warn("leaving the group", "err", err)
+		log.Warn("leaving the group", "err", err)
 	}
 }
 

@@ -286,24 +286,8 @@ func (s *pgSession) Close(ctx context.Context) error {
 	if s.mirror != nil {
 		s.mirror.stop(ctx)
 	}
-	instance, _ := s.cl.OptValue(kgo.InstanceID).(string)
 	s.cancel()
-	interrupted := txn.CloseClient(ctx, s.cl, s.cancelClient, txn.CloseGrace)
-	if interrupted {
-		s.log.Info("closing the consumer took longer than its grace; interrupted it (a group join waiting for its answer, or a broker not answering)",
-			"grace", txn.CloseGrace)
-	}
-	// A static member leaves here (its client does not); so does a dynamic
-	// member whose client was interrupted before it could leave.
-	member, _ := s.cl.GroupMetadata() // after the close: a join may have given it one (KIP-394)
-	if !s.fenced.Load() && member != "" && (s.cfg.StaticMember && instance != "" || interrupted && instance == "") {
-		lctx, lcancel := txn.LeaveContext(ctx)
-		defer lcancel()
-		if lerr := txn.LeaveGroup(lctx, s.cfg.ClientOpts, s.cfg.Group, member, instance); lerr != nil &&
-			!(interrupted && errors.Is(lerr, kerr.UnknownMemberID)) {
-			s.log.Warn("leaving the group", "err", lerr)
-		}
-	}
+	txn.CloseMember(ctx, s.cl, s.cancelClient, s.cfg.ClientOpts, s.cfg.StaticMember, s.fenced.Load(), s.log)
 	return err
 }
 
