@@ -1,0 +1,62 @@
+package verify_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/exactlyonce/exactly/internal/testkit"
+	"github.com/exactlyonce/exactly/internal/verify"
+)
+
+// A transaction that aborts after ReadAll listed the end offsets leaves its
+// marker past the listed end, and a read_committed reader never receives the
+// aborted records below it. The read must still end: the marker shows the
+// partition was read past its end. (On Apache Kafka an EndTxn answers before
+// its markers are written, so a check right after an abort sees exactly this;
+// ReadAll used to wait for its timeout and blame an open transaction.)
+func TestReadEndsWhenATransactionAbortsAfterTheEndsWereListed(t *testing.T) {
+	c, brokers := testkit.Cluster(t, 1, "out")
+	ctx := context.Background()
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	testkit.Produce(t, brokers, "out", 1)
+
+	tx, err := kgo.NewClient(append(opts, kgo.TransactionalID("late-abort"), kgo.TransactionTimeout(time.Minute))...)
+	require.NoError(t, err)
+	defer tx.Close()
+	require.NoError(t, tx.BeginTransaction())
+	for range 3 {
+		require.NoError(t, tx.ProduceSync(ctx, &kgo.Record{Topic: "out", Value: []byte("aborted")}).FirstErr())
+	}
+
+	// The first ListOffsets is ReadAll's listing of the end offsets; kfake
+	// answers requests one at a time, so the abort sent after it lands
+	// after the listing.
+	listed := make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.ListOffsets), func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() { close(listed) })
+		return nil, nil, false
+	})
+	type result struct {
+		recs []*kgo.Record
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		recs, err := verify.ReadAll(ctx, opts, "out", 10*time.Second)
+		done <- result{recs, err}
+	}()
+	<-listed
+	require.NoError(t, tx.EndTransaction(ctx, kgo.TryAbort))
+
+	r := <-done
+	require.NoError(t, r.err, "the abort's marker lies past the listed end; the read must end there")
+	require.Len(t, r.recs, 1, "only the committed record")
+	require.Equal(t, int64(0), r.recs[0].Offset)
+}
