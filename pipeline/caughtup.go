@@ -227,7 +227,16 @@ func (p *Pipeline[W]) onlyMarkers(ctx context.Context, from map[string]map[int32
 		fs.EachRecord(func(r *kgo.Record) {
 			k := tp{r.Topic, r.Partition}
 			end := ends[r.Topic][r.Partition]
-			if seen[k] || r.Offset >= end {
+			if seen[k] {
+				return
+			}
+			if r.Offset >= end {
+				// Past the end with no data below it: only markers and
+				// aborted records lay in between. (A transaction that
+				// aborted after the ends were taken leaves its marker
+				// here, and its records never reach this consumer.)
+				seen[k] = true
+				pending--
 				return
 			}
 			if !r.Attrs.IsControl() {

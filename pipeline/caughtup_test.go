@@ -3,12 +3,14 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/pipeline"
@@ -59,6 +61,51 @@ func TestRunUntilCaughtUpTransactionalInput(t *testing.T) {
 	p := newPipeline(t, brokers, copyStage("out"), "a")
 	require.NoError(t, p.RunUntilCaughtUp(ctx))
 	require.Equal(t, int64(100), p.Stats().CommittedRecords)
+}
+
+// Two upstream transactions interleave on the input; the later one is still
+// open when the run takes its end offsets (the last stable offset stops at
+// its first record), and both abort. Nothing below that end is ever
+// delivered, and both markers lie past it: the group is caught up all the
+// same. (The probe used to ignore records past the end and so waited
+// forever.)
+func TestRunUntilCaughtUpInputAbortedAfterTheEndsWereTaken(t *testing.T) {
+	c, brokers := testkit.Cluster(t, 1, "in", "out")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	upstream := func(id string) *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(id), kgo.DefaultProduceTopic("in"), kgo.TransactionTimeout(time.Minute))
+		require.NoError(t, err)
+		t.Cleanup(cl.Close)
+		require.NoError(t, cl.BeginTransaction())
+		return cl
+	}
+	first, second := upstream("first"), upstream("second")
+	for range 3 {
+		require.NoError(t, first.ProduceSync(ctx, &kgo.Record{Value: []byte("aborted")}).FirstErr())
+	}
+	require.NoError(t, second.ProduceSync(ctx, &kgo.Record{Value: []byte("aborted later")}).FirstErr())
+	require.NoError(t, first.EndTransaction(ctx, kgo.TryAbort)) // its marker lands after second's record
+
+	// The run's end offsets: a read_committed ListOffsets for the latest
+	// offset (the consumer's own resets ask for the earliest).
+	taken := make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		lo := req.(*kmsg.ListOffsetsRequest)
+		if lo.IsolationLevel == 1 && len(lo.Topics) > 0 && len(lo.Topics[0].Partitions) > 0 && lo.Topics[0].Partitions[0].Timestamp == -1 {
+			once.Do(func() { close(taken) })
+		}
+		c.KeepControl()
+		return nil, nil, false
+	})
+	p := newPipeline(t, brokers, copyStage("out"), "a")
+	done := make(chan error, 1)
+	go func() { done <- p.RunUntilCaughtUp(ctx) }()
+	<-taken
+	require.NoError(t, second.EndTransaction(ctx, kgo.TryAbort))
+	require.NoError(t, <-done)
+	require.Zero(t, p.Stats().CommittedRecords)
 }
 
 // Cancelled before it caught up: the error says so and wraps the cause.
