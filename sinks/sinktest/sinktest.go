@@ -46,6 +46,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/sinks"
@@ -325,6 +326,9 @@ func SessionConfig(env Env, instance string, extra ...kgo.Opt) sinks.SessionConf
 		consumer = append(consumer, kgo.InstanceID(instance))
 	}
 	client := []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}
+	if os.Getenv("EXACTLY_TEST_KGO_LOG") != "" {
+		client = append(client, kgo.WithLogger(kslog.New(Logger().With("client", instance))))
+	}
 	if env.freezers != nil {
 		client = append(client, kgo.Dialer(env.freezers.get(instance).Dial))
 	}
@@ -339,7 +343,9 @@ func SessionConfig(env Env, instance string, extra ...kgo.Opt) sinks.SessionConf
 }
 
 // Logger discards, unless EXACTLY_TEST_LOG is set (then it logs to stderr
-// at that level: debug, info, warn).
+// at that level: debug, info, warn). With EXACTLY_TEST_KGO_LOG=1 as well,
+// the sessions' franz-go clients log through it too, tagged with their
+// instance (client=a): what a case's producers and consumers sent and got.
 func Logger() *slog.Logger {
 	lvl, ok := os.LookupEnv("EXACTLY_TEST_LOG")
 	if !ok {
