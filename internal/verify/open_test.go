@@ -29,4 +29,6 @@ func TestTimedOutReadNamesTheOpenTransaction(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "an open transaction may pin the last stable offset")
 	require.Contains(t, err.Error(), "open: stuck-txn Ongoing")
+	require.Contains(t, err.Error(), "the partition leader holds a transaction open: producer", "the leader's side of the same transaction")
+	require.Contains(t, err.Error(), "on partition 0 since offset 1")
 }

@@ -247,11 +247,13 @@ func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout ti
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			var stuck []string
+			var parts []int32
 			for p, end := range want {
 				stuck = append(stuck, fmt.Sprintf("partition %d at %d of %d", p, next[p], end))
+				parts = append(parts, p)
 			}
 			sort.Strings(stuck)
-			return nil, fmt.Errorf("verify: reading %q to its end timed out after %v (%s): an open transaction may pin the last stable offset%s", topic, timeout, strings.Join(stuck, ", "), openTransactions(cl, topic))
+			return nil, fmt.Errorf("verify: reading %q to its end timed out after %v (%s): an open transaction may pin the last stable offset%s", topic, timeout, strings.Join(stuck, ", "), openTransactions(cl, topic, parts))
 		}
 		for _, fe := range fs.Errors() {
 			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
@@ -338,44 +340,4 @@ func GroupLag(ctx context.Context, adm *kadm.Client, topic, group string) (int64
 		lag += lo.Offset - at
 	})
 	return lag, nil
-}
-
-// openTransactions lists, for a read that timed out, the transactions the
-// cluster reports as not complete that wrote to topic (or every such
-// transaction if their partitions cannot be described), as "; open: ...".
-func openTransactions(cl *kgo.Client, topic string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	adm := kadm.NewClient(cl)
-	listed, err := adm.ListTransactions(ctx, nil, nil)
-	if err != nil {
-		return fmt.Sprintf("; listing the transactions failed: %v", err)
-	}
-	var ids []string
-	for _, t := range listed.Sorted() {
-		if t.State != "CompleteCommit" && t.State != "CompleteAbort" && t.State != "Empty" && t.State != "Dead" {
-			ids = append(ids, t.TxnID)
-		}
-	}
-	if len(ids) == 0 {
-		return "; the cluster lists no open transaction"
-	}
-	described, err := adm.DescribeTransactions(ctx, ids...)
-	var open []string
-	for _, id := range ids {
-		d, ok := described[id]
-		if err != nil || !ok || d.Err != nil {
-			open = append(open, id+" (not described)")
-			continue
-		}
-		if _, touches := d.Topics[topic]; !touches && len(d.Topics) > 0 {
-			continue
-		}
-		open = append(open, fmt.Sprintf("%s %s epoch %d since %s (timeout %v)", id, d.State, d.ProducerEpoch,
-			time.UnixMilli(d.StartTimestamp).UTC().Format("15:04:05.000"), time.Duration(d.TimeoutMillis)*time.Millisecond))
-	}
-	if len(open) == 0 {
-		return "; no open transaction wrote to it"
-	}
-	return "; open: " + strings.Join(open, ", ")
 }
