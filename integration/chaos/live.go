@@ -243,14 +243,14 @@ func (k *kafkaPrefix) tick(ctx context.Context) error {
 	c, err := k.committed(ctx)
 	var hw map[int32]int64
 	if err == nil {
-		hw, err = listed(k.adm.ListEndOffsets(ctx, k.out))
+		hw, err = verify.Listed(k.adm.ListEndOffsets(ctx, k.out))
 	}
 	if err == nil {
 		k.pending = append(k.pending, snapshot{committed: c, hw: hw})
 	} else {
 		firstErr = err
 	}
-	lso, err := listed(k.adm.ListCommittedOffsets(ctx, k.out))
+	lso, err := verify.Listed(k.adm.ListCommittedOffsets(ctx, k.out))
 	if err != nil && firstErr == nil {
 		firstErr = err
 	}
@@ -275,18 +275,6 @@ func (k *kafkaPrefix) tick(ctx context.Context) error {
 	}
 	k.pending = rest
 	return firstErr
-}
-
-func listed(l kadm.ListedOffsets, err error) (map[int32]int64, error) {
-	if err == nil {
-		err = l.Error()
-	}
-	if err != nil {
-		return nil, err
-	}
-	m := map[int32]int64{}
-	l.Each(func(o kadm.ListedOffset) { m[o.Partition] = o.Offset })
-	return m, nil
 }
 
 func (k *kafkaPrefix) reached(ends map[int32]int64) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/exactlyonce/exactly/internal/verify"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 )
@@ -122,7 +123,7 @@ func (r *Run) Committed(ctx context.Context) (map[int32]int64, error) {
 }
 
 func (r *Run) inputEnds(ctx context.Context) (map[int32]int64, error) {
-	return listed(r.adm.ListEndOffsets(ctx, r.in))
+	return verify.Listed(r.adm.ListEndOffsets(ctx, r.in))
 }
 
 // drained: every input partition committed to its end.

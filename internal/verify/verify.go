@@ -239,21 +239,25 @@ func ReadAll(ctx context.Context, clientOpts []kgo.Opt, topic string, timeout ti
 		return nil, err
 	}
 	defer cl.Close()
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	next := map[int32]int64{}
 	var out []*kgo.Record
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
+		if parent.Err() != nil {
+			return nil, fmt.Errorf("verify: reading %q: %w", topic, context.Cause(parent))
+		}
 		if ctx.Err() != nil {
-			var stuck []string
-			var parts []int32
+			var at []string
+			stuck := map[int32]stuckPartition{}
 			for p, end := range want {
-				stuck = append(stuck, fmt.Sprintf("partition %d at %d of %d", p, next[p], end))
-				parts = append(parts, p)
+				at = append(at, fmt.Sprintf("partition %d at %d of %d", p, next[p], end))
+				stuck[p] = stuckPartition{next: next[p], end: end}
 			}
-			sort.Strings(stuck)
-			return nil, fmt.Errorf("verify: reading %q to its end timed out after %v (%s): an open transaction may pin the last stable offset%s", topic, timeout, strings.Join(stuck, ", "), openTransactions(cl, topic, parts))
+			sort.Strings(at)
+			return nil, fmt.Errorf("verify: reading %q to its end timed out after %v (%s)%s", topic, timeout, strings.Join(at, ", "), diagnose(cl, topic, stuck))
 		}
 		for _, fe := range fs.Errors() {
 			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
