@@ -326,7 +326,7 @@ func SessionConfig(env Env, instance string, extra ...kgo.Opt) sinks.SessionConf
 		consumer = append(consumer, kgo.InstanceID(instance))
 	}
 	client := []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}
-	if os.Getenv("EXACTLY_TEST_KGO_LOG") != "" {
+	if on, _ := strconv.ParseBool(os.Getenv("EXACTLY_TEST_KGO_LOG")); on {
 		client = append(client, kgo.WithLogger(kslog.New(Logger().With("client", instance))))
 	}
 	if env.freezers != nil {
