@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/exactlyonce/exactly/internal/testkit"
 	"github.com/exactlyonce/exactly/internal/verify"
 )
 
@@ -22,18 +21,8 @@ import (
 // its markers are written, so a check right after an abort sees exactly this;
 // ReadAll used to wait for its timeout and blame an open transaction.)
 func TestReadEndsWhenATransactionAbortsAfterTheEndsWereListed(t *testing.T) {
-	c, brokers := testkit.Cluster(t, 1, "out")
+	c, opts, tx := openTransaction(t, "late-abort", 3)
 	ctx := context.Background()
-	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
-	testkit.Produce(t, brokers, "out", 1)
-
-	tx, err := kgo.NewClient(append(opts, kgo.TransactionalID("late-abort"), kgo.TransactionTimeout(time.Minute))...)
-	require.NoError(t, err)
-	defer tx.Close()
-	require.NoError(t, tx.BeginTransaction())
-	for range 3 {
-		require.NoError(t, tx.ProduceSync(ctx, &kgo.Record{Topic: "out", Value: []byte("aborted")}).FirstErr())
-	}
 
 	// The first ListOffsets is ReadAll's listing of the end offsets; kfake
 	// answers requests one at a time, so the abort sent after it lands
