@@ -11,9 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-
 	"github.com/exactlyonce/exactly/integration/chaos"
+	"github.com/exactlyonce/exactly/internal/verify"
 )
 
 // env is what every scenario shares.
@@ -313,15 +312,10 @@ func watchMove(ctx context.Context, r *chaos.Run, ps []int32, ends map[int32]int
 
 // endOffsets are the input's end offsets now.
 func endOffsets(ctx context.Context, r *chaos.Run) (map[int32]int64, error) {
-	ends, err := r.Admin().ListEndOffsets(ctx, r.Input())
-	if err == nil {
-		err = ends.Error()
-	}
+	out, err := verify.Listed(r.Admin().ListEndOffsets(ctx, r.Input()))
 	if err != nil {
 		return nil, fmt.Errorf("listing the input's end offsets: %w", err)
 	}
-	out := map[int32]int64{}
-	ends.Each(func(lo kadm.ListedOffset) { out[lo.Partition] = lo.Offset })
 	return out, nil
 }
 
