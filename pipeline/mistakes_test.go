@@ -50,10 +50,12 @@ func TestMistakesFailFastAndSayWhy(t *testing.T) {
 			require.Equal(t, "127.0.0.1:1", se.Addr)
 		},
 	}, {
-		name:   "input topic does not exist",
-		stage:  copyStage("out"),
-		opts:   []pipeline.Opt{pipeline.Topics("in-typo")},
-		within: 2 * time.Second,
+		name:  "input topic does not exist",
+		stage: copyStage("out"),
+		opts:  []pipeline.Opt{pipeline.Topics("in-typo")},
+		// No broker knows it for missingTopicGrace (2s): a topic
+		// created a moment ago would have appeared by then.
+		within: 6 * time.Second,
 		is:     []error{sinks.ErrPermanent, kerr.UnknownTopicOrPartition},
 		text:   []string{`input topic "in-typo" does not exist`, "create it", "pipeline.Topics", "MissingTopicsWarn"},
 		check: func(t *testing.T, err error) {

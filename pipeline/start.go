@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/exactlyonce/exactly/internal/backoff"
 	"github.com/exactlyonce/exactly/sinks"
@@ -24,7 +25,9 @@ type MissingTopicPolicy int
 
 const (
 	// MissingTopicsFail makes Run return a [*sinks.MissingError] naming the
-	// first missing input topic, within seconds of starting. The default:
+	// first missing input topic, about 2s after starting: when no broker
+	// has known it for that long (a topic created a moment ago can be
+	// missing from some brokers' metadata for a while). The default:
 	// a typo in Topics otherwise consumes nothing, silently, forever.
 	MissingTopicsFail MissingTopicPolicy = iota
 	// MissingTopicsWarn logs each missing input topic at WARN and runs on;
@@ -43,10 +46,19 @@ func MissingInputTopics(p MissingTopicPolicy) Opt {
 	return opt(func(c *config) { c.missingTopics = p })
 }
 
-// missingTopicChecks is how many more metadata answers must lack an input
-// topic before Run believes it does not exist (kgo's UnknownTopicRetries
-// makes the same allowance for output topics).
-const missingTopicChecks = 3
+// A topic created just before the start can be missing from the metadata
+// for a moment: the controller has committed it, but a broker has not applied
+// it yet (a broker that has just restarted, or is short of CPU, can take
+// seconds). Run believes an input topic does not exist only when no broker
+// knows it, in missingTopicChecks more checks over at least missingTopicGrace
+// (kgo's UnknownTopicRetries makes a similar allowance for output topics).
+const (
+	missingTopicChecks = 3
+	missingTopicGrace  = 2 * time.Second
+	// brokerAskTimeout bounds each broker's answer when checkInputs asks
+	// them all: a broker that is down cannot hold the start up.
+	brokerAskTimeout = 3 * time.Second
+)
 
 // dialWatch is a kgo.HookBrokerConnect that remembers the last failed
 // connection attempt: kgo retries dials itself and a request that runs out
@@ -89,6 +101,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 	kc, ok := any(p.sink).(sinks.KafkaConsumer)
 	checked := !ok || !kc.ConsumesFromKafka()
 	missing := 0 // answers in a row without an input topic
+	var missingSince time.Time
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		err := error(nil)
@@ -110,14 +123,26 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 			return nil, ctx.Err()
 		}
 		// A topic created just before the start may be missing from
-		// some broker's metadata for a moment: believe "does not
-		// exist" only when several answers in a row say so.
+		// every broker's metadata for a moment: believe "does not
+		// exist" only when several checks in a row, over
+		// missingTopicGrace, say so.
 		var me *sinks.MissingError
-		if errors.As(err, &me) && me.Kind == "input topic" && missing < missingTopicChecks && dctx.Err() == nil {
-			missing++
-			p.log.Debug("starting: input topic not in the metadata; asking again", "topic", me.Name, "check", missing)
-			if bo.Wait(dctx) {
-				continue
+		if errors.As(err, &me) && me.Kind == "input topic" && dctx.Err() == nil {
+			if missing == 0 {
+				missingSince = time.Now()
+			}
+			if missing < missingTopicChecks || time.Since(missingSince) < missingTopicGrace {
+				missing++
+				p.log.Debug("starting: input topic not in the metadata; asking again", "topic", me.Name, "check", missing)
+				// The verdict comes from an answer taken as the grace
+				// ends, not a backoff step after it.
+				d := bo.Next()
+				if rest := time.Until(missingSince.Add(missingTopicGrace)); rest > 0 && rest < d {
+					d = rest
+				}
+				if waitFor(dctx, d) {
+					continue
+				}
 			}
 		}
 		if sinks.IsPermanent(err) {
@@ -145,8 +170,11 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 }
 
 // checkInputs checks, before anything joins the group, that the brokers
-// answer and that the input topics exist (for a [sinks.KafkaConsumer]). A topic that is missing is a
-// *sinks.MissingError under MissingTopicsFail, a WARN line otherwise.
+// answer and that the input topics exist (for a [sinks.KafkaConsumer]). A
+// topic that is missing is a *sinks.MissingError under MissingTopicsFail, a
+// WARN line otherwise. A topic missing from the first answer counts as
+// missing only if no other broker knows it either: one broker's metadata can
+// lag the controller's.
 func (p *Pipeline[W]) checkInputs(ctx context.Context, clientOpts []kgo.Opt) error {
 	cl, err := kgo.NewClient(clientOpts...)
 	if err != nil {
@@ -157,10 +185,25 @@ func (p *Pipeline[W]) checkInputs(ctx context.Context, clientOpts []kgo.Opt) err
 	if err != nil {
 		return fmt.Errorf("pipeline: asking the brokers for the metadata of %v: %w", p.cfg.topics, err)
 	}
+	var unknown []string
+	for _, t := range p.cfg.topics {
+		if td, ok := md.Topics[t]; !ok || isUnknownTopic(td.Err) {
+			unknown = append(unknown, t)
+		}
+	}
+	var knownBy map[string]int32
+	if len(unknown) > 0 && len(md.Brokers) > 1 {
+		knownBy = askEveryBroker(ctx, cl, md.Brokers, unknown)
+	}
 	for _, t := range p.cfg.topics {
 		td, ok := md.Topics[t]
 		switch {
-		case !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) || errors.Is(td.Err, kerr.UnknownTopicID):
+		case !ok || isUnknownTopic(td.Err):
+			if node, ok := knownBy[t]; ok {
+				p.log.Debug("starting: input topic missing from one broker's metadata, which lags; another broker knows it",
+					"topic", t, "known_by_broker", node)
+				continue
+			}
 			cause := td.Err
 			if cause == nil {
 				cause = kerr.UnknownTopicOrPartition
@@ -180,6 +223,71 @@ func (p *Pipeline[W]) checkInputs(ctx context.Context, clientOpts []kgo.Opt) err
 		}
 	}
 	return nil
+}
+
+// waitFor waits d; it returns false, early, when ctx is done.
+func waitFor(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func isUnknownTopic(err error) bool {
+	return errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID)
+}
+
+// askEveryBroker asks each broker, at once, for the metadata of topics and
+// returns the topics that some broker knows, each with one broker that does.
+// A broker that does not answer within brokerAskTimeout, or answers with an
+// error, knows nothing; it returns when every broker has answered or every
+// topic is known.
+func askEveryBroker(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string) map[string]int32 {
+	actx, cancel := context.WithTimeout(ctx, brokerAskTimeout)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		knownBy = make(map[string]int32, len(topics))
+		wg      sync.WaitGroup
+	)
+	for _, b := range brokers {
+		wg.Add(1)
+		go func(node int32) {
+			defer wg.Done()
+			req := kmsg.NewPtrMetadataRequest()
+			for _, t := range topics {
+				rt := kmsg.NewMetadataRequestTopic()
+				rt.Topic = kmsg.StringPtr(t)
+				req.Topics = append(req.Topics, rt)
+			}
+			resp, err := req.RequestWith(actx, cl.Broker(int(node)))
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, rt := range resp.Topics {
+				if rt.Topic == nil || !slices.Contains(topics, *rt.Topic) {
+					continue
+				}
+				// LEADER_NOT_AVAILABLE and the like say the topic
+				// exists; an authorization error says nothing.
+				terr := kerr.ErrorForCode(rt.ErrorCode)
+				if _, seen := knownBy[*rt.Topic]; !seen && (terr == nil || kerr.IsRetriable(terr) && !isUnknownTopic(terr)) {
+					knownBy[*rt.Topic] = node
+				}
+			}
+			if len(knownBy) == len(topics) {
+				cancel()
+			}
+		}(b.NodeID)
+	}
+	wg.Wait()
+	return knownBy
 }
 
 // startLine is the INFO line Run logs when it starts.
