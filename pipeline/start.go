@@ -13,9 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/exactlyonce/exactly/internal/backoff"
+	"github.com/exactlyonce/exactly/internal/kmeta"
 	"github.com/exactlyonce/exactly/sinks"
 )
 
@@ -25,8 +25,8 @@ type MissingTopicPolicy int
 
 const (
 	// MissingTopicsFail makes Run return a [*sinks.MissingError] naming the
-	// first missing input topic, about 2s after starting: when no broker
-	// has known it for that long (a topic created a moment ago can be
+	// first missing input topic, 2s or a little more after starting: when
+	// no broker has known it for that long (a topic created a moment ago can be
 	// missing from some brokers' metadata for a while). The default:
 	// a typo in Topics otherwise consumes nothing, silently, forever.
 	MissingTopicsFail MissingTopicPolicy = iota
@@ -48,16 +48,13 @@ func MissingInputTopics(p MissingTopicPolicy) Opt {
 
 // A topic created just before the start can be missing from the metadata
 // for a moment: the controller has committed it, but a broker has not applied
-// it yet (a broker that has just restarted, or is short of CPU, can take
-// seconds). Run believes an input topic does not exist only when no broker
+// it yet (CI saw every broker of a 3-node cluster lack a new topic for at
+// least 0.4 s). Run believes an input topic does not exist only when no broker
 // knows it, in missingTopicChecks more checks over at least missingTopicGrace
 // (kgo's UnknownTopicRetries makes a similar allowance for output topics).
 const (
 	missingTopicChecks = 3
 	missingTopicGrace  = 2 * time.Second
-	// brokerAskTimeout bounds each broker's answer when checkInputs asks
-	// them all: a broker that is down cannot hold the start up.
-	brokerAskTimeout = 3 * time.Second
 )
 
 // dialWatch is a kgo.HookBrokerConnect that remembers the last failed
@@ -100,7 +97,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 	// Only a sink whose sessions consume from Kafka has brokers to check.
 	kc, ok := any(p.sink).(sinks.KafkaConsumer)
 	checked := !ok || !kc.ConsumesFromKafka()
-	missing := 0 // answers in a row without an input topic
+	missing := 0 // checks in a row without an input topic
 	var missingSince time.Time
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -108,6 +105,9 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 		if !checked {
 			err = p.checkInputs(dctx, cfg.ClientOpts)
 			checked = err == nil
+			if checked && missing > 0 {
+				bo.Reset() // the wait for a topic does not lengthen later retries
+			}
 		}
 		var sess sinks.Session[W]
 		if err == nil {
@@ -125,9 +125,14 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 		// A topic created just before the start may be missing from
 		// every broker's metadata for a moment: believe "does not
 		// exist" only when several checks in a row, over
-		// missingTopicGrace, say so.
+		// missingTopicGrace, say so. (When StartTimeout ends first,
+		// every answer until then said so: the MissingError stands.)
 		var me *sinks.MissingError
-		if errors.As(err, &me) && me.Kind == "input topic" && dctx.Err() == nil {
+		isMissing := errors.As(err, &me) && me.Kind == "input topic"
+		if !isMissing {
+			missing = 0
+		}
+		if isMissing && dctx.Err() == nil {
 			if missing == 0 {
 				missingSince = time.Now()
 			}
@@ -142,6 +147,9 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 				}
 				if waitFor(dctx, d) {
 					continue
+				}
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
 				}
 			}
 		}
@@ -187,21 +195,21 @@ func (p *Pipeline[W]) checkInputs(ctx context.Context, clientOpts []kgo.Opt) err
 	}
 	var unknown []string
 	for _, t := range p.cfg.topics {
-		if td, ok := md.Topics[t]; !ok || isUnknownTopic(td.Err) {
+		if td, ok := md.Topics[t]; !ok || kmeta.IsUnknownTopic(td.Err) {
 			unknown = append(unknown, t)
 		}
 	}
-	var knownBy map[string]int32
+	var known map[string]kmeta.Known
 	if len(unknown) > 0 && len(md.Brokers) > 1 {
-		knownBy = askEveryBroker(ctx, cl, md.Brokers, unknown)
+		known = kmeta.KnownBy(ctx, cl, md.Brokers, unknown)
 	}
 	for _, t := range p.cfg.topics {
 		td, ok := md.Topics[t]
 		switch {
-		case !ok || isUnknownTopic(td.Err):
-			if node, ok := knownBy[t]; ok {
+		case !ok || kmeta.IsUnknownTopic(td.Err):
+			if k, ok := known[t]; ok {
 				p.log.Debug("starting: input topic missing from one broker's metadata, which lags; another broker knows it",
-					"topic", t, "known_by_broker", node)
+					"topic", t, "known_by_broker", k.Node)
 				continue
 			}
 			cause := td.Err
@@ -235,59 +243,6 @@ func waitFor(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-func isUnknownTopic(err error) bool {
-	return errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID)
-}
-
-// askEveryBroker asks each broker, at once, for the metadata of topics and
-// returns the topics that some broker knows, each with one broker that does.
-// A broker that does not answer within brokerAskTimeout, or answers with an
-// error, knows nothing; it returns when every broker has answered or every
-// topic is known.
-func askEveryBroker(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string) map[string]int32 {
-	actx, cancel := context.WithTimeout(ctx, brokerAskTimeout)
-	defer cancel()
-	var (
-		mu      sync.Mutex
-		knownBy = make(map[string]int32, len(topics))
-		wg      sync.WaitGroup
-	)
-	for _, b := range brokers {
-		wg.Add(1)
-		go func(node int32) {
-			defer wg.Done()
-			req := kmsg.NewPtrMetadataRequest()
-			for _, t := range topics {
-				rt := kmsg.NewMetadataRequestTopic()
-				rt.Topic = kmsg.StringPtr(t)
-				req.Topics = append(req.Topics, rt)
-			}
-			resp, err := req.RequestWith(actx, cl.Broker(int(node)))
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, rt := range resp.Topics {
-				if rt.Topic == nil || !slices.Contains(topics, *rt.Topic) {
-					continue
-				}
-				// LEADER_NOT_AVAILABLE and the like say the topic
-				// exists; an authorization error says nothing.
-				terr := kerr.ErrorForCode(rt.ErrorCode)
-				if _, seen := knownBy[*rt.Topic]; !seen && (terr == nil || kerr.IsRetriable(terr) && !isUnknownTopic(terr)) {
-					knownBy[*rt.Topic] = node
-				}
-			}
-			if len(knownBy) == len(topics) {
-				cancel()
-			}
-		}(b.NodeID)
-	}
-	wg.Wait()
-	return knownBy
 }
 
 // startLine is the INFO line Run logs when it starts.

@@ -1,0 +1,102 @@
+// Package kmeta answers whether topics exist on a cluster whose brokers'
+// metadata can lag one another: Kafka's metadata is only eventually
+// consistent across brokers, and a broker that has not applied the
+// controller's record of a topic created a moment ago (it has just
+// restarted, or is short of CPU) answers UNKNOWN_TOPIC_OR_PARTITION for it.
+// The pipeline's start check and the doctor's loss-risk check ask every
+// broker before they call a topic missing.
+package kmeta
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// AskTimeout bounds each broker's answer in KnownBy: a broker that is down
+// or black-holed cannot hold the caller up longer.
+const AskTimeout = time.Second
+
+// Known is a topic that a broker knows: the broker and its answer.
+type Known struct {
+	Node   int32
+	Detail kadm.TopicDetail
+}
+
+// IsUnknownTopic reports whether err says that a topic does not exist.
+func IsUnknownTopic(err error) bool {
+	return errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID)
+}
+
+// KnownBy asks each of brokers, at once, for the metadata of topics and
+// returns the topics some broker knows, each with the answer of one broker
+// that does. An answer without an error, or with a retriable one other than
+// an unknown topic (LEADER_NOT_AVAILABLE: the topic exists), counts; an
+// authorization error says nothing. A broker that does not answer within
+// AskTimeout, or fails, knows nothing. It returns when every broker has
+// answered or every topic is known; no goroutine outlives it. The request
+// never creates a topic (AllowAutoTopicCreation is false).
+func KnownBy(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string) map[string]Known {
+	actx, cancel := context.WithTimeout(ctx, AskTimeout)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		known = make(map[string]Known, len(topics))
+		wg    sync.WaitGroup
+	)
+	for _, b := range brokers {
+		wg.Add(1)
+		go func(node int32) {
+			defer wg.Done()
+			req := kmsg.NewPtrMetadataRequest()
+			for _, t := range topics {
+				rt := kmsg.NewMetadataRequestTopic()
+				rt.Topic = kmsg.StringPtr(t)
+				req.Topics = append(req.Topics, rt)
+			}
+			resp, err := req.RequestWith(actx, cl.Broker(int(node)))
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, rt := range resp.Topics {
+				if rt.Topic == nil || !slices.Contains(topics, *rt.Topic) {
+					continue
+				}
+				if _, seen := known[*rt.Topic]; seen {
+					continue
+				}
+				terr := kerr.ErrorForCode(rt.ErrorCode)
+				if terr == nil || kerr.IsRetriable(terr) && !IsUnknownTopic(terr) {
+					known[*rt.Topic] = Known{Node: node, Detail: detail(rt, terr)}
+				}
+			}
+			if len(known) == len(topics) {
+				cancel()
+			}
+		}(b.NodeID)
+	}
+	wg.Wait()
+	return known
+}
+
+// detail is kadm's form of one topic of a metadata answer.
+func detail(rt kmsg.MetadataResponseTopic, err error) kadm.TopicDetail {
+	td := kadm.TopicDetail{Topic: *rt.Topic, ID: kadm.TopicID(rt.TopicID), IsInternal: rt.IsInternal,
+		Partitions: make(kadm.PartitionDetails, len(rt.Partitions)), Err: err}
+	for _, p := range rt.Partitions {
+		td.Partitions[p.Partition] = kadm.PartitionDetail{
+			Topic: *rt.Topic, Partition: p.Partition, Leader: p.Leader, LeaderEpoch: p.LeaderEpoch,
+			Replicas: p.Replicas, ISR: p.ISR, OfflineReplicas: p.OfflineReplicas, Err: kerr.ErrorForCode(p.ErrorCode),
+		}
+	}
+	return td
+}
