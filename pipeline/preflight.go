@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/pipeline/doctor"
@@ -69,7 +68,7 @@ func (p *Pipeline[W]) preflight(ctx context.Context) error {
 	if err == nil {
 		defer cl.Close()
 		var rep doctor.Report
-		rep, err = doctor.Check(ctx, kadm.NewClient(cl), doctor.Request{
+		rep, err = doctor.Check(ctx, cl, doctor.Request{
 			Inputs: p.cfg.topics, Outputs: p.cfg.outputs, Group: p.cfg.group,
 			TransactionTimeout: p.cfg.txnTimeout, SessionTimeout: p.cfg.sessTimeout,
 		})

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-
 	"github.com/exactlyonce/exactly/pipeline/doctor"
 )
 
@@ -77,7 +75,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(stderr, "doctor", err)
 	}
 	defer cl.Close()
-	rep, err := doctor.Check(ctx, kadm.NewClient(cl), req)
+	rep, err := doctor.Check(ctx, cl, req)
 	if err != nil {
 		return fail(stderr, "doctor", err)
 	}

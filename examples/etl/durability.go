@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactlyonce/exactly/pipeline/doctor"
@@ -25,7 +24,7 @@ func checkDurability(ctx context.Context, conn []kgo.Opt, tp topics, w io.Writer
 		return
 	}
 	defer cl.Close()
-	rep, err := doctor.Check(ctx, kadm.NewClient(cl), doctor.Request{Inputs: []string{tp.in}, Outputs: []string{tp.out, tp.dead}, Group: tp.group})
+	rep, err := doctor.Check(ctx, cl, doctor.Request{Inputs: []string{tp.in}, Outputs: []string{tp.out, tp.dead}, Group: tp.group})
 	if err != nil {
 		fmt.Fprintf(w, "WARN durability check skipped: %v\n", err)
 		return

@@ -9,8 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exactlyonce/exactly/internal/kmeta"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // The defaults of Request, the same as the pipeline package's.
@@ -122,18 +123,19 @@ type snapshot struct {
 // when the cluster cannot be asked at all (bad Request, unreachable
 // brokers); a topic that does not exist is a finding, not an error.
 //
-// adm should use a client whose requests are bounded by ctx; Check sends a
-// handful of requests (Metadata, DescribeConfigs for topics and each
-// broker, ApiVersions to each broker) and nothing that changes the cluster.
-func Check(ctx context.Context, adm *kadm.Client, req Request) (Report, error) {
+// cl's requests should be bounded by ctx; Check sends a handful of
+// requests (Metadata, to every broker when a topic is missing from the first
+// answer; DescribeConfigs for topics and each broker; ApiVersions to each
+// broker) and nothing that changes the cluster.
+func Check(ctx context.Context, cl *kgo.Client, req Request) (Report, error) {
 	req, err := req.withDefaults()
 	if err != nil {
 		return Report{}, err
 	}
-	if adm == nil {
-		return Report{}, errNoAdmin
+	if cl == nil {
+		return Report{}, errNoClient
 	}
-	snap, err := gather(ctx, adm, req)
+	snap, err := gather(ctx, cl, req)
 	if err != nil {
 		return Report{}, err
 	}
@@ -145,7 +147,8 @@ func Check(ctx context.Context, adm *kadm.Client, req Request) (Report, error) {
 }
 
 // gather asks the cluster for everything evaluate needs.
-func gather(ctx context.Context, adm *kadm.Client, req Request) (snapshot, error) {
+func gather(ctx context.Context, cl *kgo.Client, req Request) (snapshot, error) {
+	adm := kadm.NewClient(cl)
 	var snap snapshot
 	roles := map[string]string{}
 	var names []string
@@ -176,12 +179,29 @@ func gather(ctx context.Context, adm *kadm.Client, req Request) (snapshot, error
 	if err != nil {
 		return snap, fmt.Errorf("doctor: metadata for %s: %w", strings.Join(names, ","), err)
 	}
+	// A broker whose metadata lags (it has not applied the creation of a
+	// topic created a moment ago) answers that the topic does not exist:
+	// a topic is missing only if no broker knows it.
+	var missing []string
+	for _, t := range names {
+		if td, ok := md.Topics[t]; !ok || kmeta.IsUnknownTopic(td.Err) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 && len(md.Brokers) > 1 {
+		if md.Topics == nil {
+			md.Topics = kadm.TopicDetails{}
+		}
+		for t, k := range kmeta.KnownBy(ctx, cl, md.Brokers, missing) {
+			md.Topics[t] = k.Detail
+		}
+	}
 	var existing []string
 	for _, t := range names {
 		ts := topicState{name: t, role: roles[t]}
 		td, ok := md.Topics[t]
 		switch {
-		case !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+		case !ok || kmeta.IsUnknownTopic(td.Err):
 		case td.Err != nil:
 			ts.err = td.Err
 		default:

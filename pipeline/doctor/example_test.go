@@ -38,7 +38,7 @@ func ExampleCheck() {
 		return
 	}
 
-	rep, err := doctor.Check(ctx, adm, doctor.Request{Inputs: []string{"orders"}, Group: "billing"})
+	rep, err := doctor.Check(ctx, cl, doctor.Request{Inputs: []string{"orders"}, Group: "billing"})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -16,7 +16,10 @@ import (
 )
 
 // errNoAdmin is returned for a nil *kadm.Client.
-var errNoAdmin = errors.New("doctor: no admin client: pass kadm.NewClient(kgoClient)")
+var (
+	errNoAdmin  = errors.New("doctor: no admin client: pass kadm.NewClient(kgoClient)")
+	errNoClient = errors.New("doctor: no client: pass the *kgo.Client of the cluster (doctor.Dial makes one)")
+)
 
 // Committed holds a pipeline's committed offsets: topic -> partition -> the
 // next offset to process (what Kafka's offset commit and exactly's

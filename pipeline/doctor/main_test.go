@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +37,27 @@ func fake(t *testing.T, n int, opts ...kfake.Opt) (*kfake.Cluster, *kadm.Client,
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
-	return c, kadm.NewClient(cl), c.ListenAddrs()
+	return c, admOf(t, cl), c.ListenAddrs()
+}
+
+// clientOf maps the admin clients fake and realKafka return to their kgo
+// clients, for Check, which takes the kgo client.
+var clientOf sync.Map // *kadm.Client -> *kgo.Client
+
+// admOf returns an admin client on cl that kcl maps back to cl.
+func admOf(t *testing.T, cl *kgo.Client) *kadm.Client {
+	adm := kadm.NewClient(cl)
+	clientOf.Store(adm, cl)
+	t.Cleanup(func() { clientOf.Delete(adm) })
+	return adm
+}
+
+// kcl returns the kgo client under adm.
+func kcl(t *testing.T, adm *kadm.Client) *kgo.Client {
+	t.Helper()
+	cl, ok := clientOf.Load(adm)
+	require.True(t, ok, "the admin client was not made by fake or realKafka")
+	return cl.(*kgo.Client)
 }
 
 // ctxT is a context bounded for one test step.

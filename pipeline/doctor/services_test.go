@@ -47,7 +47,7 @@ func realKafka(t *testing.T, env string) ([]string, *kadm.Client) {
 		unavailable(t, "%s: %v", env, err)
 	}
 	t.Cleanup(cl.Close)
-	return seeds, kadm.NewClient(cl)
+	return seeds, admOf(t, cl)
 }
 
 // realTopic creates a uniquely named topic and deletes it when the test ends.
@@ -86,7 +86,7 @@ func realTopic(t *testing.T, adm *kadm.Client, prefix string, partitions int32, 
 func TestRealSingleBrokerHasRisks(t *testing.T) {
 	_, adm := realKafka(t, envBrokers)
 	topic := realTopic(t, adm, "doctor-", 1, 1)
-	rep, err := Check(ctxT(t), adm, Request{Inputs: []string{topic}, Group: "doctor-test"})
+	rep, err := Check(ctxT(t), kcl(t, adm), Request{Inputs: []string{topic}, Group: "doctor-test"})
 	require.NoError(t, err)
 	t.Logf("\n%s", rep)
 	require.True(t, rep.HasRisk())
@@ -102,7 +102,7 @@ func TestRealClusterIsSafe(t *testing.T) {
 	_, adm := realKafka(t, envCluster)
 	in := realTopic(t, adm, "doctor-", 3, 3, "min.insync.replicas=2")
 	out := realTopic(t, adm, "doctor-", 3, 3, "min.insync.replicas=2")
-	rep, err := Check(ctxT(t), adm, Request{Inputs: []string{in}, Outputs: []string{out}, Group: "doctor-test"})
+	rep, err := Check(ctxT(t), kcl(t, adm), Request{Inputs: []string{in}, Outputs: []string{out}, Group: "doctor-test"})
 	require.NoError(t, err)
 	t.Logf("\n%s", rep)
 	require.False(t, rep.HasRisk(), "a healthy RF 3 / min ISR 2 cluster:\n%s", rep)
