@@ -153,7 +153,8 @@ func ExamplePipeline_RunUntilCaughtUp() {
 	// Output: committed 50
 }
 
-// A topic that does not exist stops Run at once with an error that names it.
+// A topic that does not exist stops Run, once no broker has known it for 2s,
+// with an error that names it.
 func ExampleMissingInputTopics() {
 	cluster, err := kfake.NewCluster(kfake.SeedTopics(1, "orders"))
 	if err != nil {

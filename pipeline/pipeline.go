@@ -146,7 +146,8 @@ func (p *Pipeline[W]) Stats() Stats {
 // partition next. It returns a [*StageError] when the Stage panicked or kept
 // failing, a fatal error (see [sinks.IsFatal]) when this instance was fenced by a
 // newer one or is not authorized, a permanent error (see [sinks.IsPermanent])
-// at once when a topic or table it needs does not exist, and a [*StartError]
+// when a topic or table it needs does not exist (for an input topic, once no
+// broker has known it for 2s; see [MissingInputTopics]), and a [*StartError]
 // when the first session could not be opened within StartTimeout. Transient
 // errors — aborted transactions, rebalances, brokers that come and go,
 // commits whose outcome was unknown — are retried and logged at WARN, never

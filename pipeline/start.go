@@ -48,8 +48,8 @@ func MissingInputTopics(p MissingTopicPolicy) Opt {
 
 // A topic created just before the start can be missing from the metadata
 // for a moment: the controller has committed it, but a broker has not applied
-// it yet (CI saw every broker of a 3-node cluster lack a new topic for at
-// least 0.4 s). Run believes an input topic does not exist only when no broker
+// it yet (in CI, brokers of a 3-node cluster answered that a new topic did
+// not exist for at least 0.4 s). Run believes an input topic does not exist only when no broker
 // knows it, in missingTopicChecks more checks over at least missingTopicGrace
 // (kgo's UnknownTopicRetries makes a similar allowance for output topics).
 const (

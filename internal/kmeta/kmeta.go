@@ -10,6 +10,7 @@ package kmeta
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -44,11 +45,54 @@ func IsUnknownTopic(err error) bool {
 // answered or every topic is known; no goroutine outlives it. The request
 // never creates a topic (AllowAutoTopicCreation is false).
 func KnownBy(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string) map[string]Known {
+	return ask(ctx, cl, brokers, topics, true).Known()
+}
+
+// Answers is what each broker that answered said of some topics.
+type Answers map[int32]map[string]kadm.TopicDetail // node -> the topics it knows
+
+// Ask is KnownBy that waits for every broker's answer (each bounded by
+// AskTimeout), for a caller that wants to know which brokers lag.
+func Ask(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string) Answers {
+	return ask(ctx, cl, brokers, topics, false)
+}
+
+// Known returns the topics some broker knows, each with the answer of the
+// lowest-numbered broker that does.
+func (a Answers) Known() map[string]Known {
+	known := map[string]Known{}
+	for _, node := range slices.Sorted(maps.Keys(a)) {
+		for t, td := range a[node] {
+			if _, ok := known[t]; !ok {
+				known[t] = Known{Node: node, Detail: td}
+			}
+		}
+	}
+	return known
+}
+
+// Lagging returns, for each broker that answered, the topics it lacks that
+// another broker knows.
+func (a Answers) Lagging() map[int32][]string {
+	known := a.Known()
+	lags := map[int32][]string{}
+	for node, has := range a {
+		for _, t := range slices.Sorted(maps.Keys(known)) {
+			if _, ok := has[t]; !ok {
+				lags[node] = append(lags[node], t)
+			}
+		}
+	}
+	return lags
+}
+
+func ask(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string, stopWhenKnown bool) Answers {
 	actx, cancel := context.WithTimeout(ctx, AskTimeout)
 	defer cancel()
 	var (
 		mu    sync.Mutex
-		known = make(map[string]Known, len(topics))
+		ans   = Answers{}
+		known = map[string]bool{}
 		wg    sync.WaitGroup
 	)
 	for _, b := range brokers {
@@ -67,25 +111,25 @@ func KnownBy(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, to
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			has := map[string]kadm.TopicDetail{}
 			for _, rt := range resp.Topics {
 				if rt.Topic == nil || !slices.Contains(topics, *rt.Topic) {
 					continue
 				}
-				if _, seen := known[*rt.Topic]; seen {
-					continue
-				}
 				terr := kerr.ErrorForCode(rt.ErrorCode)
 				if terr == nil || kerr.IsRetriable(terr) && !IsUnknownTopic(terr) {
-					known[*rt.Topic] = Known{Node: node, Detail: detail(rt, terr)}
+					has[*rt.Topic] = detail(rt, terr)
+					known[*rt.Topic] = true
 				}
 			}
-			if len(known) == len(topics) {
+			ans[node] = has
+			if stopWhenKnown && len(known) == len(topics) {
 				cancel()
 			}
 		}(b.NodeID)
 	}
 	wg.Wait()
-	return known
+	return ans
 }
 
 // detail is kadm's form of one topic of a metadata answer.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/exactlyonce/exactly/internal/kmeta"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The defaults of Request, the same as the pipeline package's.
@@ -103,12 +106,13 @@ type brokerState struct {
 	id             int32
 	configs        map[string]*string // nil when they could not be described
 	configsErr     error
-	apiErr         error // ApiVersions failed
-	hasTxnCommit   bool  // TxnOffsetCommit is supported at all
-	txnCommitMax   int16 // its max version
-	txnVersion     int16 // finalized transaction.version, 0 when not finalized
-	txnVersionMax  int16 // supported transaction.version max, 0 when not listed
-	versionsListed bool  // ApiVersions answered
+	apiErr         error    // ApiVersions failed
+	hasTxnCommit   bool     // TxnOffsetCommit is supported at all
+	txnCommitMax   int16    // its max version
+	txnVersion     int16    // finalized transaction.version, 0 when not finalized
+	txnVersionMax  int16    // supported transaction.version max, 0 when not listed
+	versionsListed bool     // ApiVersions answered
+	lacks          []string // topics another broker knows that this one's metadata lacks
 }
 
 // snapshot is everything the rules look at, gathered in one pass.
@@ -124,9 +128,11 @@ type snapshot struct {
 // brokers); a topic that does not exist is a finding, not an error.
 //
 // cl's requests should be bounded by ctx; Check sends a handful of
-// requests (Metadata, to every broker when a topic is missing from the first
-// answer; DescribeConfigs for topics and each broker; ApiVersions to each
-// broker) and nothing that changes the cluster.
+// requests and nothing that changes the cluster: Metadata (to every broker
+// too, when the first answer lacks a topic: see settle; it then waits up to
+// 5s for brokers that disagree), DescribeConfigs for the topics and each
+// broker, ApiVersions to each broker, and, with a Group, OffsetFetch and
+// ListOffsets.
 func Check(ctx context.Context, cl *kgo.Client, req Request) (Report, error) {
 	req, err := req.withDefaults()
 	if err != nil {
@@ -144,6 +150,70 @@ func Check(ctx context.Context, cl *kgo.Client, req Request) (Report, error) {
 		rep.Brokers = append(rep.Brokers, b.id)
 	}
 	return rep, nil
+}
+
+// settleTimeout bounds how long Check waits for the brokers to agree on
+// topics some of them lack (a variable for the tests).
+var settleTimeout = 5 * time.Second
+
+// settle deals with the topics the first metadata answer lacked. A broker
+// whose metadata lags (it has not applied the creation of a topic created a
+// moment ago: Kafka's metadata is only eventually consistent across brokers)
+// answers that the topic does not exist, so a topic is missing only if no
+// broker knows it. While some brokers know a topic that others lack, settle
+// asks them all again, up to settleTimeout. Then it refreshes the client's
+// metadata cache, which kadm's later requests read and which still holds the
+// first answer, until it has the topics (kgo asks the next broker each time).
+// It returns md with every topic some broker knows, and the brokers that
+// still lack one.
+func settle(ctx context.Context, cl *kgo.Client, adm *kadm.Client, md kadm.Metadata, names, missing []string) (kadm.Metadata, map[int32][]string) {
+	deadline := time.Now().Add(settleTimeout)
+	ans := kmeta.Ask(ctx, cl, md.Brokers, missing)
+	for len(ans.Known()) > 0 && len(ans.Lagging()) > 0 && time.Now().Before(deadline) && sleep(ctx, 100*time.Millisecond) {
+		ans = kmeta.Ask(ctx, cl, md.Brokers, missing)
+	}
+	known := ans.Known()
+	if len(known) == 0 {
+		return md, nil
+	}
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range slices.Sorted(maps.Keys(known)) {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	for range len(md.Brokers) + 1 {
+		resp, err := cl.RequestCachedMetadata(ctx, req, time.Nanosecond) // older than 1ns: asked anew
+		if err != nil || !slices.ContainsFunc(resp.Topics, func(rt kmsg.MetadataResponseTopic) bool {
+			return kmeta.IsUnknownTopic(kerr.ErrorForCode(rt.ErrorCode))
+		}) {
+			break
+		}
+	}
+	if fresh, err := adm.Metadata(ctx, names...); err == nil {
+		md = fresh
+	}
+	if md.Topics == nil {
+		md.Topics = kadm.TopicDetails{}
+	}
+	for t, k := range known {
+		if td, ok := md.Topics[t]; !ok || kmeta.IsUnknownTopic(td.Err) {
+			md.Topics[t] = k.Detail
+		}
+	}
+	return md, ans.Lagging()
+}
+
+// sleep waits d; it returns false, early, when ctx is done.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // gather asks the cluster for everything evaluate needs.
@@ -179,22 +249,15 @@ func gather(ctx context.Context, cl *kgo.Client, req Request) (snapshot, error) 
 	if err != nil {
 		return snap, fmt.Errorf("doctor: metadata for %s: %w", strings.Join(names, ","), err)
 	}
-	// A broker whose metadata lags (it has not applied the creation of a
-	// topic created a moment ago) answers that the topic does not exist:
-	// a topic is missing only if no broker knows it.
 	var missing []string
 	for _, t := range names {
 		if td, ok := md.Topics[t]; !ok || kmeta.IsUnknownTopic(td.Err) {
 			missing = append(missing, t)
 		}
 	}
+	var lags map[int32][]string
 	if len(missing) > 0 && len(md.Brokers) > 1 {
-		if md.Topics == nil {
-			md.Topics = kadm.TopicDetails{}
-		}
-		for t, k := range kmeta.KnownBy(ctx, cl, md.Brokers, missing) {
-			md.Topics[t] = k.Detail
-		}
+		md, lags = settle(ctx, cl, adm, md, names, missing)
 	}
 	var existing []string
 	for _, t := range names {
@@ -263,7 +326,7 @@ func gather(ctx context.Context, cl *kgo.Client, req Request) (snapshot, error) 
 		return snap, fmt.Errorf("doctor: ApiVersions: %w", err)
 	}
 	for _, id := range ids {
-		b := brokerState{id: id}
+		b := brokerState{id: id, lacks: lags[id]}
 		rc, err := bcs.On(fmt.Sprint(id), nil)
 		if err == nil {
 			err = rc.Err

@@ -29,6 +29,7 @@ const (
 	CheckTxnVsSession        = "txn-timeout-vs-session"
 	CheckBrokerReachable     = "broker-describe"
 	CheckCommittedVsStart    = "committed-vs-log-start"
+	CheckMetadataLag         = "metadata-lag"
 )
 
 // evaluate turns a snapshot into findings. It is pure, so every rule can be
@@ -418,6 +419,11 @@ func brokerFindings(b brokerState, req Request) []Finding {
 		out = append(out, f(CheckBrokerReachable, Warn, "configs unknown: "+b.configsErr.Error(),
 			"this broker's configs could not be described, so its transaction and retention limits were not checked",
 			"grant the doctor's principal DESCRIBE_CONFIGS on the cluster, and check that the broker is up"))
+	}
+	if len(b.lacks) > 0 {
+		out = append(out, f(CheckMetadataLag, Warn, "its metadata lacks "+strings.Join(b.lacks, ", "),
+			"another broker knows these topics, but this broker's metadata still lacked them after 5s: it lags the controller, and it tells every client that asks it that the topics do not exist",
+			"check this broker's log, its connection to the controller quorum and its metadata lag (last-applied-record-lag-ms of kafka.server:type=broker-metadata-metrics); restart it if it does not catch up"))
 	}
 	if b.apiErr != nil {
 		out = append(out, f(CheckBrokerReachable, Warn, "API versions unknown: "+b.apiErr.Error(),
