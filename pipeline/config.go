@@ -216,8 +216,9 @@ func OnCommit(fn func(CommitInfo)) Opt {
 // AWS MSK IAM), client id, logger, hooks, fetch sizes. Options that would
 // break exactly-once are refused by New with an error that says why:
 // read_uncommitted isolation, disabled idempotence, acks other than all,
-// and options the pipeline sets itself (group, topics, transactional id,
-// auto-commit, the client's context).
+// topic auto-creation (exactly never creates topics), and options the
+// pipeline sets itself (group, topics, transactional id, auto-commit, the
+// client's context).
 func ClientOpts(opts ...kgo.Opt) Opt {
 	return opt(func(c *config) { c.clientOpts = append(c.clientOpts, opts...) })
 }
@@ -336,6 +337,9 @@ func (c *config) checkClientOpts() error {
 	}
 	if vs := cl.OptValues(kgo.InstanceID); len(vs) == 2 && vs[1] == true {
 		return refuse("kgo.InstanceID", "the group instance id is pipeline.InstanceID (see pipeline.StaticMembership)")
+	}
+	if v, ok := cl.OptValue(kgo.AllowAutoTopicCreation).(bool); ok && v {
+		return refuse("kgo.AllowAutoTopicCreation", "exactly never creates topics: a metadata request or produce would create a misspelt topic with the broker defaults (easily one replica); create them with kafka-topics.sh")
 	}
 	if v, ok := cl.OptValue(kgo.BlockRebalanceOnPoll).(bool); ok && v {
 		return refuse("kgo.BlockRebalanceOnPoll", "the pipeline aborts on revoke instead of blocking rebalances")

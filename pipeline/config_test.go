@@ -51,6 +51,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"own txn id", []pipeline.Opt{pipeline.ClientOpts(kgo.TransactionalID("x"))}, "ClientOpts", "InstanceID"},
 		{"own instance id", []pipeline.Opt{pipeline.ClientOpts(kgo.InstanceID("x"))}, "ClientOpts", "InstanceID"},
 		{"blocking rebalances", []pipeline.Opt{pipeline.ClientOpts(kgo.BlockRebalanceOnPoll())}, "ClientOpts", "aborts on revoke"},
+		{"auto-creating topics", []pipeline.Opt{pipeline.ClientOpts(kgo.AllowAutoTopicCreation())}, "ClientOpts", "never creates topics"},
 		{"own client context", []pipeline.Opt{pipeline.ClientOpts(kgo.WithContext(context.Background()))}, "ClientOpts", "cancelling Run's context"},
 		{"nil option", []pipeline.Opt{nil}, "Opt", "nil"},
 	}
