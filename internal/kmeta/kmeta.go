@@ -57,13 +57,14 @@ func Ask(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics
 	return ask(ctx, cl, brokers, topics, false)
 }
 
-// Known returns the topics some broker knows, each with the answer of the
-// lowest-numbered broker that does.
+// Known returns the topics some broker knows, each with the answer of one
+// that does: an answer without an error if there is one, else the
+// lowest-numbered broker's.
 func (a Answers) Known() map[string]Known {
 	known := map[string]Known{}
 	for _, node := range slices.Sorted(maps.Keys(a)) {
 		for t, td := range a[node] {
-			if _, ok := known[t]; !ok {
+			if k, ok := known[t]; !ok || k.Detail.Err != nil && td.Err == nil {
 				known[t] = Known{Node: node, Detail: td}
 			}
 		}
@@ -71,19 +72,29 @@ func (a Answers) Known() map[string]Known {
 	return known
 }
 
-// Lagging returns, for each broker that answered, the topics it lacks that
-// another broker knows.
-func (a Answers) Lagging() map[int32][]string {
-	known := a.Known()
-	lags := map[int32][]string{}
+// Lacking returns, for each broker that answered, which of topics it does
+// not know.
+func (a Answers) Lacking(topics []string) map[int32][]string {
+	lacks := map[int32][]string{}
 	for node, has := range a {
-		for _, t := range slices.Sorted(maps.Keys(known)) {
+		for _, t := range topics {
 			if _, ok := has[t]; !ok {
-				lags[node] = append(lags[node], t)
+				lacks[node] = append(lacks[node], t)
 			}
 		}
 	}
-	return lags
+	return lacks
+}
+
+// Request is a Metadata request for topics that never creates one.
+func Request(topics []string) *kmsg.MetadataRequest {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	return req
 }
 
 func ask(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics []string, stopWhenKnown bool) Answers {
@@ -99,13 +110,7 @@ func ask(ctx context.Context, cl *kgo.Client, brokers kadm.BrokerDetails, topics
 		wg.Add(1)
 		go func(node int32) {
 			defer wg.Done()
-			req := kmsg.NewPtrMetadataRequest()
-			for _, t := range topics {
-				rt := kmsg.NewMetadataRequestTopic()
-				rt.Topic = kmsg.StringPtr(t)
-				req.Topics = append(req.Topics, rt)
-			}
-			resp, err := req.RequestWith(actx, cl.Broker(int(node)))
+			resp, err := Request(topics).RequestWith(actx, cl.Broker(int(node)))
 			if err != nil {
 				return
 			}

@@ -163,33 +163,29 @@ var settleTimeout = 5 * time.Second
 // broker knows it. While some brokers know a topic that others lack, settle
 // asks them all again, up to settleTimeout. Then it refreshes the client's
 // metadata cache, which kadm's later requests read and which still holds the
-// first answer, until it has the topics (kgo asks the next broker each time).
-// It returns md with every topic some broker knows, and the brokers that
-// still lack one.
+// first answer. It returns md with every topic some broker knew, and the
+// brokers that still lack one.
 func settle(ctx context.Context, cl *kgo.Client, adm *kadm.Client, md kadm.Metadata, names, missing []string) (kadm.Metadata, map[int32][]string) {
 	deadline := time.Now().Add(settleTimeout)
-	ans := kmeta.Ask(ctx, cl, md.Brokers, missing)
-	for len(ans.Known()) > 0 && len(ans.Lagging()) > 0 && time.Now().Before(deadline) && sleep(ctx, 100*time.Millisecond) {
-		ans = kmeta.Ask(ctx, cl, md.Brokers, missing)
-	}
-	known := ans.Known()
-	if len(known) == 0 {
-		return md, nil
-	}
-	req := kmsg.NewPtrMetadataRequest()
-	for _, t := range slices.Sorted(maps.Keys(known)) {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(t)
-		req.Topics = append(req.Topics, rt)
-	}
-	for range len(md.Brokers) + 1 {
-		resp, err := cl.RequestCachedMetadata(ctx, req, time.Nanosecond) // older than 1ns: asked anew
-		if err != nil || !slices.ContainsFunc(resp.Topics, func(rt kmsg.MetadataResponseTopic) bool {
-			return kmeta.IsUnknownTopic(kerr.ErrorForCode(rt.ErrorCode))
-		}) {
+	known := map[string]kmeta.Known{} // over every ask: a broker that knew a topic once is not forgotten
+	var lacks map[int32][]string
+	for {
+		ans := kmeta.Ask(ctx, cl, md.Brokers, missing)
+		for t, k := range ans.Known() {
+			if _, ok := known[t]; !ok {
+				known[t] = k
+			}
+		}
+		lacks = ans.Lacking(slices.Sorted(maps.Keys(known)))
+		maps.DeleteFunc(lacks, func(_ int32, ts []string) bool { return len(ts) == 0 })
+		if len(known) == 0 || len(lacks) == 0 || time.Now().After(deadline) || !sleep(ctx, 100*time.Millisecond) {
 			break
 		}
 	}
+	if len(known) == 0 {
+		return md, nil
+	}
+	refreshCache(ctx, cl, names, known)
 	if fresh, err := adm.Metadata(ctx, names...); err == nil {
 		md = fresh
 	}
@@ -201,7 +197,32 @@ func settle(ctx context.Context, cl *kgo.Client, adm *kadm.Client, md kadm.Metad
 			md.Topics[t] = k.Detail
 		}
 	}
-	return md, ans.Lagging()
+	return md, lacks
+}
+
+// refreshCache asks anew for the metadata of names, which kgo caches for its
+// MetadataMinAge, until an answer has every known topic or AskTimeout has
+// passed. Each request goes to a broker kgo picks at random, so when one
+// still lags a few tries find another.
+func refreshCache(ctx context.Context, cl *kgo.Client, names []string, known map[string]kmeta.Known) {
+	req := kmeta.Request(names)
+	deadline := time.Now().Add(kmeta.AskTimeout)
+	for {
+		resp, err := cl.RequestCachedMetadata(ctx, req, time.Nanosecond) // older than 1ns: asked anew
+		if err != nil {
+			return
+		}
+		stale := slices.ContainsFunc(resp.Topics, func(rt kmsg.MetadataResponseTopic) bool {
+			if rt.Topic == nil {
+				return false
+			}
+			_, want := known[*rt.Topic]
+			return want && kmeta.IsUnknownTopic(kerr.ErrorForCode(rt.ErrorCode))
+		})
+		if !stale || time.Now().After(deadline) || !sleep(ctx, 20*time.Millisecond) {
+			return
+		}
+	}
 }
 
 // sleep waits d; it returns false, early, when ctx is done.

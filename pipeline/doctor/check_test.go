@@ -260,6 +260,12 @@ func TestCheckNamesABrokerThatKeepsLagging(t *testing.T) {
 	lag := findOne(t, rep.Findings, CheckMetadataLag, fmt.Sprintf("broker %d", laggard.Load()))
 	require.Equal(t, Warn, lag.Severity)
 	require.Contains(t, lag.Current, "lacks in")
+	// The requests after the wait (the group's log-start offsets read kgo's
+	// metadata cache) see the topic too.
+	for _, f := range rep.Findings {
+		if f.Resource == "topic in" {
+			require.Contains(t, []Severity{OK, Info}, f.Severity, "%s", f)
+		}
+	}
 	require.Equal(t, OK, findOne(t, rep.Findings, CheckTopicExists, "topic in").Severity)
-	require.Equal(t, OK, findOne(t, rep.Findings, CheckReplicationFactor, "topic in").Severity)
 }

@@ -422,8 +422,8 @@ func brokerFindings(b brokerState, req Request) []Finding {
 	}
 	if len(b.lacks) > 0 {
 		out = append(out, f(CheckMetadataLag, Warn, "its metadata lacks "+strings.Join(b.lacks, ", "),
-			"another broker knows these topics, but this broker's metadata still lacked them after 5s: it lags the controller, and it tells every client that asks it that the topics do not exist",
-			"check this broker's log, its connection to the controller quorum and its metadata lag (last-applied-record-lag-ms of kafka.server:type=broker-metadata-metrics); restart it if it does not catch up"))
+			"the brokers disagree: another broker knows these topics, and this one's metadata still lacked them when the check stopped waiting for them to agree; a broker that lags the controller tells every client that asks it that the topics do not exist (and if they are being deleted, the other brokers lag instead)",
+			"check this broker's log and its connection to the controller quorum; on KRaft, its metadata lag (last-applied-record-lag-ms of kafka.server:type=broker-metadata-metrics); restart it if it does not catch up"))
 	}
 	if b.apiErr != nil {
 		out = append(out, f(CheckBrokerReachable, Warn, "API versions unknown: "+b.apiErr.Error(),
