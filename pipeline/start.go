@@ -145,7 +145,7 @@ func (p *Pipeline[W]) openFirst(ctx context.Context, dw *dialWatch) (sinks.Sessi
 				if rest := time.Until(missingSince.Add(missingTopicGrace)); rest > 0 && rest < d {
 					d = rest
 				}
-				if waitFor(dctx, d) {
+				if backoff.Sleep(dctx, d) {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -231,18 +231,6 @@ func (p *Pipeline[W]) checkInputs(ctx context.Context, clientOpts []kgo.Opt) err
 		}
 	}
 	return nil
-}
-
-// waitFor waits d; it returns false, early, when ctx is done.
-func waitFor(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // startLine is the INFO line Run logs when it starts.

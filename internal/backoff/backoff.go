@@ -50,3 +50,15 @@ func (b *Backoff) Wait(ctx context.Context, also ...context.Context) bool {
 		return false
 	}
 }
+
+// Sleep waits d. It returns false, early, when ctx is done.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

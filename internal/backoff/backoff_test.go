@@ -27,3 +27,10 @@ func TestWaitEndsWithEitherContext(t *testing.T) {
 	require.False(t, b.Wait(context.Background(), ctx))
 	require.True(t, New(time.Nanosecond, time.Nanosecond).Wait(context.Background()))
 }
+
+func TestSleepEndsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.False(t, Sleep(ctx, time.Hour))
+	require.True(t, Sleep(context.Background(), time.Nanosecond))
+}

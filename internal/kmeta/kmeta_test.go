@@ -2,13 +2,16 @@ package kmeta_test
 
 import (
 	"context"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/exactlyonce/exactly/internal/kmeta"
@@ -45,21 +48,28 @@ func TestKnownBy(t *testing.T) {
 	require.Contains(t, kmeta.KnownBy(context.Background(), cl, ghost, []string{"a"}), "a")
 }
 
-// A broker that does not answer holds KnownBy up for AskTimeout, no longer;
-// the others' answers stand. Ask reports which brokers lag.
+// A broker that does not answer holds Ask up for AskTimeout, no longer; the
+// others' answers stand. Ask reports which brokers lag. Broker 2 is a black
+// hole here: the client's connections to it are accepted and never answered.
 func TestAStalledBrokerCostsAskTimeout(t *testing.T) {
 	c, brokers := testkit.Cluster(t, 1, "a")
 	bs := testkit.LagMetadata(t, c, "a", func(node int32) bool { return node == 1 })
-	release := make(chan struct{})
-	defer close(release)
-	c.ControlKey(kmsg.Metadata.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if c.CurrentNode() == 2 {
-			c.SleepControl(func() { <-release })
+	var stalled string
+	for _, b := range bs {
+		if b.NodeID == 2 {
+			stalled = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
 		}
-		return nil, nil, false
-	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	}
+	require.NotEmpty(t, stalled)
+	hole := blackHole(t)
+	var d net.Dialer
+	cl, err := kgo.NewClient(kgo.SeedBrokers(slices.DeleteFunc(slices.Clone(brokers), func(a string) bool { return a == stalled })...),
+		kgo.Dialer(func(ctx context.Context, network, host string) (net.Conn, error) {
+			if host == stalled {
+				host = hole
+			}
+			return d.DialContext(ctx, network, host)
+		}))
 	require.NoError(t, err)
 	defer cl.Close()
 	_, err = kadm.NewClient(cl).BrokerMetadata(context.Background())
@@ -74,6 +84,42 @@ func TestAStalledBrokerCostsAskTimeout(t *testing.T) {
 	require.Len(t, ans, 2, "brokers 0 and 1 answered, 2 did not")
 	require.Equal(t, int32(0), ans.Known()["a"].Node)
 	require.Equal(t, map[int32][]string{0: nil, 1: {"a"}}, withAll(ans.Lacking([]string{"a"})))
+}
+
+// blackHole listens on a port that accepts connections and never answers
+// them, until the test ends.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
 
 // withAll gives every broker 0 and 1 an entry, for comparing.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exactlyonce/exactly/internal/backoff"
 	"github.com/exactlyonce/exactly/internal/kmeta"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -178,7 +179,7 @@ func settle(ctx context.Context, cl *kgo.Client, adm *kadm.Client, md kadm.Metad
 		}
 		lacks = ans.Lacking(slices.Sorted(maps.Keys(known)))
 		maps.DeleteFunc(lacks, func(_ int32, ts []string) bool { return len(ts) == 0 })
-		if len(known) == 0 || len(lacks) == 0 || time.Now().After(deadline) || !sleep(ctx, 100*time.Millisecond) {
+		if len(known) == 0 || len(lacks) == 0 || time.Now().After(deadline) || !backoff.Sleep(ctx, 100*time.Millisecond) {
 			break
 		}
 	}
@@ -219,21 +220,9 @@ func refreshCache(ctx context.Context, cl *kgo.Client, names []string, known map
 			_, want := known[*rt.Topic]
 			return want && kmeta.IsUnknownTopic(kerr.ErrorForCode(rt.ErrorCode))
 		})
-		if !stale || time.Now().After(deadline) || !sleep(ctx, 20*time.Millisecond) {
+		if !stale || time.Now().After(deadline) || !backoff.Sleep(ctx, 20*time.Millisecond) {
 			return
 		}
-	}
-}
-
-// sleep waits d; it returns false, early, when ctx is done.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
