@@ -26,9 +26,10 @@ type MissingTopicPolicy int
 const (
 	// MissingTopicsFail makes Run return a [*sinks.MissingError] naming the
 	// first missing input topic, 2s or a little more after starting: when
-	// no broker has known it for that long (a topic created a moment ago can be
-	// missing from some brokers' metadata for a while). The default:
-	// a typo in Topics otherwise consumes nothing, silently, forever.
+	// no broker has known it for that long (a topic created a moment ago
+	// can be missing from some brokers' metadata for a while). The
+	// default: a typo in Topics otherwise consumes nothing, silently,
+	// forever.
 	MissingTopicsFail MissingTopicPolicy = iota
 	// MissingTopicsWarn logs each missing input topic at WARN and runs on;
 	// the pipeline consumes a topic once it is created (within the client's
@@ -47,11 +48,12 @@ func MissingInputTopics(p MissingTopicPolicy) Opt {
 }
 
 // A topic created just before the start can be missing from the metadata
-// for a moment: the controller has committed it, but a broker has not applied
-// it yet (in CI, brokers of a 3-node cluster answered that a new topic did
-// not exist for at least 0.4 s). Run believes an input topic does not exist only when no broker
-// knows it, in missingTopicChecks more checks over at least missingTopicGrace
-// (kgo's UnknownTopicRetries makes a similar allowance for output topics).
+// for a moment: the controller has committed it, but a broker has not
+// applied it yet (in CI, brokers of a 3-node cluster answered that a new
+// topic did not exist for at least 0.4 s). Run believes an input topic does
+// not exist only when no broker knows it, in missingTopicChecks more checks
+// over at least missingTopicGrace (kgo's UnknownTopicRetries makes a similar
+// allowance for output topics).
 const (
 	missingTopicChecks = 3
 	missingTopicGrace  = 2 * time.Second
@@ -193,12 +195,7 @@ func (p *Pipeline[W]) checkInputs(ctx context.Context, clientOpts []kgo.Opt) err
 	if err != nil {
 		return fmt.Errorf("pipeline: asking the brokers for the metadata of %v: %w", p.cfg.topics, err)
 	}
-	var unknown []string
-	for _, t := range p.cfg.topics {
-		if td, ok := md.Topics[t]; !ok || kmeta.IsUnknownTopic(td.Err) {
-			unknown = append(unknown, t)
-		}
-	}
+	unknown := kmeta.Missing(md, p.cfg.topics)
 	var known map[string]kmeta.Known
 	if len(unknown) > 0 && len(md.Brokers) > 1 {
 		known = kmeta.KnownBy(ctx, cl, md.Brokers, unknown)

@@ -36,6 +36,17 @@ func IsUnknownTopic(err error) bool {
 	return errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID)
 }
 
+// Missing returns the topics md lacks or answers as unknown, in order.
+func Missing(md kadm.Metadata, topics []string) []string {
+	var out []string
+	for _, t := range topics {
+		if td, ok := md.Topics[t]; !ok || IsUnknownTopic(td.Err) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // KnownBy asks each of brokers, at once, for the metadata of topics and
 // returns the topics some broker knows, each with the answer of one broker
 // that does. An answer without an error, or with a retriable one other than

@@ -259,12 +259,7 @@ func gather(ctx context.Context, cl *kgo.Client, req Request) (snapshot, error) 
 	if err != nil {
 		return snap, fmt.Errorf("doctor: metadata for %s: %w", strings.Join(names, ","), err)
 	}
-	var missing []string
-	for _, t := range names {
-		if td, ok := md.Topics[t]; !ok || kmeta.IsUnknownTopic(td.Err) {
-			missing = append(missing, t)
-		}
-	}
+	missing := kmeta.Missing(md, names)
 	var lags map[int32][]string
 	if len(missing) > 0 && len(md.Brokers) > 1 {
 		md, lags = settle(ctx, cl, adm, md, names, missing)
