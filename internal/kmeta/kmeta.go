@@ -83,8 +83,8 @@ func (a Answers) Known() map[string]Known {
 	return known
 }
 
-// Lacking returns, for each broker that answered, which of topics it does
-// not know.
+// Lacking returns, for each broker that answered and does not know all of
+// topics, the ones it does not know.
 func (a Answers) Lacking(topics []string) map[int32][]string {
 	lacks := map[int32][]string{}
 	for node, has := range a {

@@ -178,7 +178,6 @@ func settle(ctx context.Context, cl *kgo.Client, adm *kadm.Client, md kadm.Metad
 			}
 		}
 		lacks = ans.Lacking(slices.Sorted(maps.Keys(known)))
-		maps.DeleteFunc(lacks, func(_ int32, ts []string) bool { return len(ts) == 0 })
 		if len(known) == 0 || len(lacks) == 0 || time.Now().After(deadline) || !backoff.Sleep(ctx, 100*time.Millisecond) {
 			break
 		}
