@@ -100,8 +100,16 @@ func (z *zombieRig) replace(frozen time.Time, atFreeze pipeline.Stats, zs span) 
 	start := time.Now()
 	b := s.Start("b", s.CopyStage(), s.Opts("b", 50)...)
 	s.WaitDrained(b)
+	// The group's offsets move when the broker commits; B counts a
+	// commit only once its EndTxn has returned, a moment later (CI: the
+	// last batch of 50 was not counted yet). B keeps running, so wait for
+	// its count rather than stop it.
+	want := int64(z.n) - atFreeze.CommittedRecords
+	testkit.WaitFor(t, s.env.Timeouts.Progress, "B's Stats to count its last commit", func() bool {
+		return b.P.Stats().CommittedRecords >= want
+	})
 	t.Logf("B committed everything %v after it started: %+v", time.Since(start).Round(time.Millisecond), b.P.Stats())
-	require.Equal(t, int64(z.n)-atFreeze.CommittedRecords, b.P.Stats().CommittedRecords,
+	require.Equal(t, want, b.P.Stats().CommittedRecords,
 		"B must resume at A's committed offset, before the zombie batch")
 	require.Equal(t, atFreeze.CommittedTxns, z.a.P.Stats().CommittedTxns, "A committed while frozen")
 	return b
